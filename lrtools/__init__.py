@@ -1,0 +1,52 @@
+"""lrtools: learning-rate tools for Keras 3.
+
+A schedule is a pure function of the training step; everything else in the
+package is built on that idea.
+
+Modules:
+
+- ``lrtools.schedules``: learning-rate schedules (``LearningRateSchedule`` subclasses).
+- ``lrtools.finder``: the learning-rate range test (``lr_range_test``).
+- ``lrtools.callbacks``: what a schedule alone cannot do (epoch functions,
+  one-cycle momentum, snapshot ensembles, plateau reduction on any schedule).
+- ``lrtools.optimizers``: per-layer-group (discriminative) learning rates.
+- ``lrtools.tuning``: keras-tuner search over the learning rate.
+- ``lrtools.data``, ``lrtools.experiments``, ``lrtools.plotting``: the data,
+  experiment runner and figures the book shares.
+
+Only ``schedules`` is imported eagerly; the other modules load on first use, so
+``import lrtools`` needs nothing beyond Keras and NumPy.
+
+Example:
+
+>>> import lrtools
+>>> schedule = lrtools.schedules.CosineDecay(0.1, decay_steps=100)
+>>> round(float(schedule(50)), 4)
+0.05
+"""
+
+from __future__ import annotations
+
+import importlib
+from typing import Any
+
+from lrtools import schedules
+
+__version__ = "0.1.0"
+
+_SUBMODULES = ("callbacks", "data", "experiments", "finder", "optimizers", "plotting", "tuning")
+_SHORTCUTS = {"lr_range_test": "finder", "RangeTestResult": "finder"}
+
+__all__ = ["schedules", *_SUBMODULES, *_SHORTCUTS, "__version__"]
+
+
+def __getattr__(name: str) -> Any:
+    if name in _SUBMODULES:
+        return importlib.import_module(f"lrtools.{name}")
+    if name in _SHORTCUTS:
+        return getattr(importlib.import_module(f"lrtools.{_SHORTCUTS[name]}"), name)
+    raise AttributeError(f"module 'lrtools' has no attribute {name!r}")
+
+
+def __dir__() -> list[str]:
+    return sorted(set(globals()) | set(__all__))
