@@ -614,3 +614,13 @@ def test_bad_arguments_raise_clear_errors(cls, kwargs, error):
 def test_one_cycle_momentum_rejects_momenta_out_of_order():
     with pytest.raises(ValueError, match="base_momentum"):
         S.OneCycle(0.1, 100).momentum(0, base_momentum=0.95, max_momentum=0.85)
+
+
+def test_docstring_examples_run_as_written():
+    import doctest
+
+    import lrtools.schedules
+
+    result = doctest.testmod(lrtools.schedules, optionflags=doctest.ELLIPSIS, verbose=False)
+    assert result.attempted >= 15
+    assert result.failed == 0
