@@ -398,11 +398,36 @@ class TimeDecay(_Schedule):
         }
 
 
+class _DecayToFinal(_Schedule):
+    """Shared by the decays that fall from ``initial_lr`` to ``final_lr`` over
+    ``decay_steps`` and then stay flat: ``lr = final + (initial - final) * g(f)``
+    with ``f = min(t, T) / T`` and a shape ``g`` that goes from 1 to 0."""
+
+    def __init__(self, initial_lr: float, decay_steps: int, final_lr: float = 0.0):
+        self.initial_lr = _check_positive("initial_lr", initial_lr)
+        self.decay_steps = _check_steps("decay_steps", decay_steps)
+        self.final_lr = _check_final(final_lr, self.initial_lr, "initial_lr")
+
+    def _remaining(self, fraction: Any) -> Any:
+        raise NotImplementedError
+
+    def __call__(self, step: Any) -> Any:
+        fraction = ops.minimum(_as_float_step(step), self.decay_steps) / self.decay_steps
+        return self.final_lr + (self.initial_lr - self.final_lr) * self._remaining(fraction)
+
+    def get_config(self) -> dict[str, Any]:
+        return {
+            "initial_lr": self.initial_lr,
+            "decay_steps": self.decay_steps,
+            "final_lr": self.final_lr,
+        }
+
+
 @_register
-class LinearDecay(_Schedule):
+class LinearDecay(_DecayToFinal):
     """A straight line from ``initial_lr`` to ``final_lr``, then flat (PyTorch's ``LinearLR``).
 
-    ``lr(t) = initial_lr + (final_lr - initial_lr) * min(t, T) / T`` with ``T = decay_steps``.
+    ``lr(t) = final_lr + (initial_lr - final_lr) * (1 - min(t, T) / T)`` with ``T = decay_steps``.
 
     Args:
         initial_lr: the rate at step 0, > 0.
@@ -419,26 +444,12 @@ class LinearDecay(_Schedule):
     0.075
     """
 
-    def __init__(self, initial_lr: float, decay_steps: int, final_lr: float = 0.0):
-        self.initial_lr = _check_positive("initial_lr", initial_lr)
-        self.decay_steps = _check_steps("decay_steps", decay_steps)
-        self.final_lr = _check_final(final_lr, self.initial_lr, "initial_lr")
-
-    def __call__(self, step: Any) -> Any:
-        fraction = ops.minimum(_as_float_step(step), self.decay_steps) / self.decay_steps
-        # Weighted form: exact at both ends and accurate near final_lr = 0.
-        return self.initial_lr * (1.0 - fraction) + self.final_lr * fraction
-
-    def get_config(self) -> dict[str, Any]:
-        return {
-            "initial_lr": self.initial_lr,
-            "decay_steps": self.decay_steps,
-            "final_lr": self.final_lr,
-        }
+    def _remaining(self, fraction: Any) -> Any:
+        return 1.0 - fraction
 
 
 @_register
-class PolynomialDecay(_Schedule):
+class PolynomialDecay(_DecayToFinal):
     """Polynomial decay to ``final_lr`` (Keras's ``PolynomialDecay`` without ``cycle``).
 
     ``lr(t) = (initial_lr - final_lr) * (1 - min(t, T) / T) ** power + final_lr``
@@ -468,27 +479,18 @@ class PolynomialDecay(_Schedule):
         final_lr: float = 0.0,
         power: float = 1.0,
     ):
-        self.initial_lr = _check_positive("initial_lr", initial_lr)
-        self.decay_steps = _check_steps("decay_steps", decay_steps)
-        self.final_lr = _check_final(final_lr, self.initial_lr, "initial_lr")
+        super().__init__(initial_lr, decay_steps, final_lr)
         self.power = _check_positive("power", power)
 
-    def __call__(self, step: Any) -> Any:
-        fraction = ops.minimum(_as_float_step(step), self.decay_steps) / self.decay_steps
-        remaining = ops.power(1.0 - fraction, self.power)
-        return (self.initial_lr - self.final_lr) * remaining + self.final_lr
+    def _remaining(self, fraction: Any) -> Any:
+        return ops.power(1.0 - fraction, self.power)
 
     def get_config(self) -> dict[str, Any]:
-        return {
-            "initial_lr": self.initial_lr,
-            "decay_steps": self.decay_steps,
-            "final_lr": self.final_lr,
-            "power": self.power,
-        }
+        return {**super().get_config(), "power": self.power}
 
 
 @_register
-class CosineDecay(_Schedule):
+class CosineDecay(_DecayToFinal):
     """Cosine annealing to ``final_lr`` (Loshchilov & Hutter, 2017), then flat.
 
     ``lr(t) = final_lr + (initial_lr - final_lr) * (1 + cos(pi * min(t, T) / T)) / 2``
@@ -510,21 +512,8 @@ class CosineDecay(_Schedule):
     0.05
     """
 
-    def __init__(self, initial_lr: float, decay_steps: int, final_lr: float = 0.0):
-        self.initial_lr = _check_positive("initial_lr", initial_lr)
-        self.decay_steps = _check_steps("decay_steps", decay_steps)
-        self.final_lr = _check_final(final_lr, self.initial_lr, "initial_lr")
-
-    def __call__(self, step: Any) -> Any:
-        fraction = ops.minimum(_as_float_step(step), self.decay_steps) / self.decay_steps
-        return self.final_lr + (self.initial_lr - self.final_lr) * _cosine_fraction(fraction)
-
-    def get_config(self) -> dict[str, Any]:
-        return {
-            "initial_lr": self.initial_lr,
-            "decay_steps": self.decay_steps,
-            "final_lr": self.final_lr,
-        }
+    def _remaining(self, fraction: Any) -> Any:
+        return _cosine_fraction(fraction)
 
 
 @_register
