@@ -90,7 +90,7 @@ class LRScheduler(keras.callbacks.Callback):
     The rate is set before each batch (``"batch"``) or each epoch (``"epoch"``).
     ``logs["learning_rate"]`` receives the rate at the end of every epoch, so
     ``History`` records it, and the rate of every batch is kept in
-    :attr:`steps` / :attr:`rates`.
+    ``steps`` / ``rates``.
 
     A ``keras.optimizers.MultiOptimizer`` has one rate per group. The schedule
     then sets the rate of the group that had the largest rate when training
@@ -350,13 +350,18 @@ class OneCycle(LRScheduler):
     (see ``_MomentumCycle``), so every update uses the cycled value, on every
     backend and under ``tf.distribute``. The optimizer's own ``momentum`` /
     ``beta_1`` attribute, and so its saved config, keep their compiled values.
-    The momentum of each batch is kept in :attr:`momenta` and the last one of each
+    The momentum of each batch is kept in ``momenta`` and the last one of each
     epoch is logged as ``momentum``. The rate is set as by :class:`LRScheduler`
     (``unit="batch"``, the same rule for a ``MultiOptimizer``).
 
     Args:
-        max_lr, total_steps, pct_start, div_factor, final_div_factor,
-        anneal_strategy, three_phase: as for ``lrtools.schedules.OneCycle``.
+        max_lr: the peak rate, as for ``lrtools.schedules.OneCycle``.
+        total_steps: the length of the run in steps, as there.
+        pct_start: the fraction of the run spent rising, as there.
+        div_factor: the starting rate is ``max_lr / div_factor``, as there.
+        final_div_factor: the final rate is the starting rate divided by this, as there.
+        anneal_strategy: ``"cos"`` or ``"linear"``, as there.
+        three_phase: use the three-phase variant, as there.
         cycle_momentum: whether to cycle the momentum.
         base_momentum: the momentum at the peak rate, in [0, 1).
         max_momentum: the momentum at the start and end, in [base_momentum, 1).
@@ -579,7 +584,7 @@ class SnapshotEnsemble(keras.callbacks.Callback):
                 model the callback trained (a Functional or Sequential model).
 
         Returns:
-            A NumPy array: the element-wise mean of the snapshots' predictions.
+            The element-wise mean of the snapshots' predictions, a NumPy array.
 
         Raises:
             ValueError: if no snapshot has been taken yet.

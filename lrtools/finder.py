@@ -3,14 +3,12 @@
 The test trains a compiled model for a few steps while the learning rate grows
 from a tiny to a huge value, records the loss of every step, and stops once the
 loss explodes. Where the loss falls fastest, and where it stops falling, tell
-which rates are worth training with:
+which rates are worth training with::
 
-```python
-result = lrtools.lr_range_test(model, x_train, y_train, batch_size=64)
-result.suggestions()          # every method's rate, and whether they agree
-result.plot()                 # the loss against the rate, suggestion marked
-lr = result.suggest("valley")
-```
+    result = lrtools.lr_range_test(model, x_train, y_train, batch_size=64)
+    result.suggestions()          # every method's rate, and whether they agree
+    result.plot()                 # the loss against the rate, suggestion marked
+    lr = result.suggest("valley")
 
 The test leaves the model as it found it: weights, optimizer slots, step
 counter and learning rate (a float, a variable or a schedule) are restored bit

@@ -181,24 +181,22 @@ def search_learning_rate(
             a ``TypeError`` that stops the search).
         RuntimeError: if no trial completed.
 
-    Example:
+    Example::
 
-    ```python
-    def build_model(learning_rate):
-        model = keras.Sequential([keras.Input((64,)), keras.layers.Dense(10)])
-        model.compile(
-            optimizer=keras.optimizers.Adam(learning_rate),
-            loss=keras.losses.SparseCategoricalCrossentropy(from_logits=True),
-            metrics=["accuracy"],
+        def build_model(learning_rate):
+            model = keras.Sequential([keras.Input((64,)), keras.layers.Dense(10)])
+            model.compile(
+                optimizer=keras.optimizers.Adam(learning_rate),
+                loss=keras.losses.SparseCategoricalCrossentropy(from_logits=True),
+                metrics=["accuracy"],
+            )
+            return model
+
+        result = search_learning_rate(
+            build_model, x_train, y_train, validation_data=(x_val, y_val),
+            strategy="grid", min_lr=1e-4, max_lr=1.0, max_trials=5, epochs=2,
         )
-        return model
-
-    result = search_learning_rate(
-        build_model, x_train, y_train, validation_data=(x_val, y_val),
-        strategy="grid", min_lr=1e-4, max_lr=1.0, max_trials=5, epochs=2,
-    )
-    result.best_learning_rate, result.trials
-    ```
+        result.best_learning_rate, result.trials
     """
     if not callable(build_model):
         raise TypeError(
