@@ -1,0 +1,277 @@
+"""Tests for lrtools.experiments: the book's models and the experiment runner."""
+
+from __future__ import annotations
+
+import dataclasses
+import math
+
+import keras
+import numpy as np
+import pandas as pd
+import pytest
+
+from lrtools import data as lrdata
+from lrtools import experiments as ex
+
+
+@pytest.fixture(scope="module")
+def small_digits() -> lrdata.Dataset:
+    """The flat digits cut down to 160 training examples, for fast runs."""
+    digits = lrdata.load_digits(kind="flat")
+    return dataclasses.replace(
+        digits,
+        x_train=digits.x_train[:160],
+        y_train=digits.y_train[:160],
+        x_val=digits.x_val[:60],
+        y_val=digits.y_val[:60],
+        x_test=digits.x_test[:60],
+        y_test=digits.y_test[:60],
+    )
+
+
+def tiny_mlp(input_shape, num_classes):
+    return ex.digits_mlp(input_shape, num_classes, hidden_units=8)
+
+
+# --------------------------------------------------------------------------- models
+
+
+@pytest.mark.parametrize("input_shape", [(8, 8, 1), (28, 28, 1), (32, 32, 3)])
+def test_digits_cnn_maps_images_to_class_probabilities(input_shape):
+    model = ex.digits_cnn(input_shape, 7)
+    assert model.output_shape == (None, 7)
+    probabilities = keras.ops.convert_to_numpy(model(np.zeros((2, *input_shape), "float32")))
+    np.testing.assert_allclose(probabilities.sum(axis=1), 1.0, rtol=1e-5)
+
+
+def test_digits_cnn_rejects_flat_inputs():
+    with pytest.raises(ValueError, match="digits_mlp"):
+        ex.digits_cnn((64,), 10)
+
+
+@pytest.mark.parametrize("hidden_units", [4, 64])
+def test_digits_mlp_has_one_hidden_layer(hidden_units):
+    model = ex.digits_mlp((8, 8, 1), 10, hidden_units=hidden_units)
+    assert model.output_shape == (None, 10)
+    assert model.count_params() == 64 * hidden_units + hidden_units + hidden_units * 10 + 10
+
+
+@pytest.mark.parametrize(
+    ("kwargs", "message"),
+    [({"num_classes": 1}, "num_classes"), ({"hidden_units": 0}, "hidden_units")],
+)
+def test_digits_mlp_rejects_bad_sizes(kwargs, message):
+    with pytest.raises(ValueError, match=message):
+        ex.digits_mlp((64,), **{"num_classes": 10, **kwargs})
+
+
+# --------------------------------------------------------------------------- setups
+
+
+def test_rate_sweep_names_and_labels_each_rate():
+    setups = ex.rate_sweep(keras.optimizers.SGD, [0.1, 1e-3], momentum=0.9)
+    assert list(setups) == ["SGD 0.1", "SGD 0.001"]
+    setup = setups["SGD 0.001"]
+    assert dict(setup.labels) == {"optimizer": "SGD", "learning_rate": 1e-3}
+    optimizer = setup.make_optimizer()
+    assert isinstance(optimizer, keras.optimizers.SGD)
+    assert float(optimizer.learning_rate) == pytest.approx(1e-3)
+    assert optimizer.momentum == 0.9
+
+
+@pytest.mark.parametrize("rates", [[], [0.1, -1.0], [float("nan")]])
+def test_rate_sweep_rejects_bad_rates(rates):
+    with pytest.raises(ValueError, match="rate"):
+        ex.rate_sweep(keras.optimizers.SGD, rates)
+
+
+def test_config_copies_an_optimizer_for_every_run():
+    schedule = keras.optimizers.schedules.ExponentialDecay(0.1, decay_steps=10, decay_rate=0.5)
+    setup = ex.Config(keras.optimizers.SGD(learning_rate=schedule, momentum=0.5))
+    first, second = setup.make_optimizer(), setup.make_optimizer()
+    assert first is not second and first is not setup.optimizer
+    assert first.get_config() == setup.optimizer.get_config()
+
+
+def test_config_factory_must_return_an_optimizer():
+    with pytest.raises(TypeError, match="must return"):
+        ex.Config(lambda: "sgd").make_optimizer()
+
+
+# --------------------------------------------------------------------------- runner
+
+
+def test_run_experiment_tabulates_every_epoch_of_every_run(small_digits):
+    configs = {"fast": keras.optimizers.SGD(0.5), "slow": lambda: keras.optimizers.SGD(0.01)}
+    result = ex.run_experiment(
+        tiny_mlp, configs, small_digits, epochs=2, seeds=[0, 1], evaluate_test=True, verbose=0
+    )
+    frame, runs = result.frame, result.runs
+    assert len(frame) == 2 * 2 * 2
+    assert {
+        "config",
+        "seed",
+        "epoch",
+        "loss",
+        "accuracy",
+        "val_loss",
+        "val_accuracy",
+        "lr",
+        "wall_time",
+    } <= set(frame.columns)
+    assert sorted(frame["epoch"].unique()) == [1, 2]
+    assert result.configs == ["fast", "slow"]
+    assert set(result.histories) == {("fast", 0), ("slow", 0), ("fast", 1), ("slow", 1)}
+    assert len(runs) == 4 and {"test_loss", "test_accuracy", "epochs"} <= set(runs.columns)
+    # The per-run table holds the last epoch of each history.
+    for row in runs.itertuples():
+        history = result.histories[(row.config, row.seed)]
+        assert row.val_loss == pytest.approx(history["val_loss"][-1])
+        assert row.epochs == 2
+    np.testing.assert_allclose(frame.loc[frame["config"] == "fast", "lr"], 0.5)
+    np.testing.assert_allclose(frame.loc[frame["config"] == "slow", "lr"], 0.01)
+    # Wall time grows within a run.
+    for _, run in frame.groupby(["config", "seed"]):
+        assert np.all(np.diff(run["wall_time"].to_numpy()) > 0)
+
+
+def test_same_seed_gives_every_setup_the_same_start(small_digits):
+    configs = {"a": keras.optimizers.SGD(0.1), "b": keras.optimizers.SGD(0.1)}
+    result = ex.run_experiment(tiny_mlp, configs, small_digits, epochs=1, seeds=[0, 1], verbose=0)
+    histories = result.histories
+    assert histories[("a", 0)] == histories[("b", 0)]
+    assert histories[("a", 1)] == histories[("b", 1)]
+    assert histories[("a", 0)]["loss"] != histories[("a", 1)]["loss"]
+
+
+def test_steps_per_execution_gives_the_same_training(small_digits):
+    configs = {"sgd": keras.optimizers.SGD(0.1)}
+    one, several = (
+        ex.run_experiment(
+            tiny_mlp, configs, small_digits, epochs=2, steps_per_execution=n, verbose=0
+        ).histories[("sgd", 0)]
+        for n in (1, 4)
+    )
+    for key in ("loss", "val_loss", "val_accuracy"):
+        np.testing.assert_allclose(several[key], one[key], rtol=1e-4)
+
+
+def test_run_experiment_leaves_the_given_optimizer_untouched(small_digits):
+    optimizer = keras.optimizers.SGD(0.1)
+    ex.run_experiment(tiny_mlp, {"sgd": optimizer}, small_digits, epochs=1, verbose=0)
+    assert not optimizer.built
+
+
+def test_lr_column_follows_schedules_and_callbacks(small_digits):
+    steps_per_epoch = math.ceil(len(small_digits.y_train) / 32)
+    schedule = keras.optimizers.schedules.ExponentialDecay(0.1, decay_steps=10, decay_rate=0.5)
+    configs = {
+        "in optimizer": keras.optimizers.SGD(learning_rate=schedule),
+        "by callback": ex.Config(
+            keras.optimizers.SGD(0.1),
+            callbacks=lambda: [keras.callbacks.LearningRateScheduler(lambda e: 0.1 / (1 + e))],
+            labels={"style": "epoch function"},
+        ),
+    }
+    result = ex.run_experiment(tiny_mlp, configs, small_digits, epochs=2, verbose=0)
+    frame = result.frame.set_index(["config", "epoch"])
+    for epoch in (1, 2):
+        # The rate of the epoch's last update, at step epoch * steps_per_epoch - 1.
+        expected = float(schedule(epoch * steps_per_epoch - 1))
+        assert frame.loc[("in optimizer", epoch), "lr"] == pytest.approx(expected, rel=1e-5)
+        assert frame.loc[("by callback", epoch), "lr"] == pytest.approx(0.1 / epoch, rel=1e-5)
+    assert frame.loc[("by callback", 1), "style"] == "epoch function"
+    # The rate the callback logs stays in the history; the tables call it "lr".
+    assert "learning_rate" in result.histories[("by callback", 0)]
+    assert "learning_rate" not in result.frame.columns
+    assert frame.loc[("in optimizer", 1), "style"] != "epoch function"
+
+
+def test_progress_prints_one_line_per_run_unless_silent(small_digits, capsys):
+    configs = {"sgd": keras.optimizers.SGD(0.1)}
+    ex.run_experiment(tiny_mlp, configs, small_digits, epochs=1, seeds=[0, 1], verbose=1)
+    lines = capsys.readouterr().out.strip().splitlines()
+    assert len(lines) == 2
+    assert lines[0].startswith("[1/2] sgd (seed 0)") and "val_accuracy" in lines[0]
+    ex.run_experiment(tiny_mlp, configs, small_digits, epochs=1, verbose=0)
+    assert capsys.readouterr().out == ""
+
+
+@pytest.mark.parametrize(
+    ("configs", "kwargs", "error", "message"),
+    [
+        ({}, {}, ValueError, "at least one setup"),
+        ({"sgd": keras.optimizers.SGD(0.1)}, {"seeds": []}, ValueError, "seed"),
+        ({"sgd": keras.optimizers.SGD(0.1)}, {"epochs": 0}, ValueError, "epochs"),
+        ({"sgd": keras.optimizers.SGD(0.1)}, {"steps_per_execution": 0}, ValueError, "steps_per"),
+        ({"bad": 0.1}, {}, TypeError, "keras optimizer"),
+        (
+            {"schedule": keras.optimizers.schedules.ExponentialDecay(0.1, 10, 0.5)},
+            {},
+            TypeError,
+            "pass an optimizer",
+        ),
+    ],
+)
+def test_run_experiment_rejects_bad_input(small_digits, configs, kwargs, error, message):
+    with pytest.raises(error, match=message):
+        ex.run_experiment(tiny_mlp, configs, small_digits, **{"epochs": 1, "verbose": 0, **kwargs})
+
+
+# --------------------------------------------------------------------------- result helpers
+
+
+@pytest.fixture
+def hand_made_result() -> ex.ExperimentResult:
+    """Two setups, two seeds, three epochs, with known validation accuracies."""
+    accuracies = {
+        ("steady", 0): [0.5, 0.8, 0.9],
+        ("steady", 1): [0.6, 0.7, 0.95],
+        ("stuck", 0): [0.1, 0.1, 0.2],
+        ("stuck", 1): [0.1, 0.3, 0.85],
+    }
+    rows = [
+        {"config": c, "seed": s, "epoch": e + 1, "val_accuracy": a, "val_loss": 1 - a}
+        for (c, s), values in accuracies.items()
+        for e, a in enumerate(values)
+    ]
+    frame = pd.DataFrame(rows)
+    runs = frame[frame["epoch"] == 3].drop(columns="epoch").reset_index(drop=True)
+    histories = {key: {"val_accuracy": values} for key, values in accuracies.items()}
+    return ex.ExperimentResult(frame=frame, runs=runs, histories=histories)
+
+
+def test_summary_gives_mean_and_spread_over_seeds_in_run_order(hand_made_result):
+    table = hand_made_result.summary("val_accuracy")
+    assert list(table.index) == ["steady", "stuck"]
+    assert table.loc["steady", "mean"] == pytest.approx(np.mean([0.9, 0.95]))
+    assert table.loc["stuck", "std"] == pytest.approx(np.std([0.2, 0.85], ddof=1))
+    assert table.loc["stuck", "min"] == pytest.approx(0.2)
+    assert table.loc["stuck", "max"] == pytest.approx(0.85)
+    assert table["seeds"].tolist() == [2, 2]
+    with pytest.raises(KeyError, match="val_accuracy"):
+        hand_made_result.summary("accuracy")
+
+
+def test_best_config_maximises_scores_and_minimises_losses(hand_made_result):
+    assert hand_made_result.best_config("val_accuracy") == "steady"
+    assert hand_made_result.best_config("val_loss") == "steady"
+    # Flip the losses: the lowest loss now belongs to "stuck".
+    flipped = dataclasses.replace(
+        hand_made_result, runs=hand_made_result.runs.assign(val_loss=lambda t: t["val_accuracy"])
+    )
+    assert flipped.best_config("val_loss") == "stuck"
+
+
+def test_epochs_to_reach_finds_the_first_epoch_at_the_target(hand_made_result):
+    table = hand_made_result.epochs_to_reach(0.8).set_index(["config", "seed"])["epochs_to_target"]
+    assert table[("steady", 0)] == 2
+    assert table[("steady", 1)] == 3
+    assert math.isnan(table[("stuck", 0)])
+    assert table[("stuck", 1)] == 3
+    losses = hand_made_result.epochs_to_reach(0.25, metric="val_loss")
+    by_run = losses.set_index(["config", "seed"])["epochs_to_target"]
+    # val_loss is 1 - val_accuracy here: steady seed 0 goes 0.5, 0.2, 0.1.
+    assert by_run[("steady", 0)] == 2 and math.isnan(by_run[("stuck", 0)])
+    with pytest.raises(KeyError, match="accuracy"):
+        hand_made_result.epochs_to_reach(0.8, metric="accuracy")
