@@ -274,6 +274,9 @@ class ExperimentResult:
             ``wall_time`` (of the whole run), ``test_loss`` / ``test_accuracy``
             when the test split was evaluated, and the label columns.
         histories: ``History.history`` of every run, keyed by ``(config, seed)``.
+        models: the trained models, keyed by ``(config, seed)``, when
+            :func:`run_experiment` was called with ``keep_models=True``; empty
+            otherwise.
 
     Example:
 
@@ -284,6 +287,7 @@ class ExperimentResult:
     frame: pd.DataFrame
     runs: pd.DataFrame
     histories: dict[tuple[str, int], dict[str, list[float]]]
+    models: dict[tuple[str, int], keras.Model] = field(default_factory=dict)
 
     @property
     def configs(self) -> list[str]:
@@ -412,6 +416,7 @@ def run_experiment(
     metrics: Sequence[Any] = ("accuracy",),
     evaluate_test: bool = False,
     steps_per_execution: int = 1,
+    keep_models: bool = False,
     verbose: int = 1,
 ) -> ExperimentResult:
     """Train one model design under several setups and seeds, and tabulate the runs.
@@ -442,6 +447,9 @@ def run_experiment(
             fast on a CPU with the same updates, but batch-level callbacks then
             run once per call (epoch callbacks and schedules inside the
             optimizer are unaffected).
+        keep_models: keep every trained model in ``ExperimentResult.models``
+            (for measurements on the trained weights; memory grows with the
+            number of runs).
         verbose: ``1`` prints one line per run, ``0`` prints nothing.
 
     Returns:
@@ -478,6 +486,7 @@ def run_experiment(
     epoch_rows: list[dict[str, Any]] = []
     run_rows: list[dict[str, Any]] = []
     histories: dict[tuple[str, int], dict[str, list[float]]] = {}
+    models: dict[tuple[str, int], keras.Model] = {}
     total = len(setups) * len(seeds)
     for seed in seeds:
         for name, setup in setups.items():
@@ -502,6 +511,8 @@ def run_experiment(
             histories[(name, seed)] = {
                 key: [float(v) for v in values] for key, values in history.history.items()
             }
+            if keep_models:
+                models[(name, seed)] = model
             # Callbacks that change the rate log it as "learning_rate"; the tables
             # record every setup's rate as "lr" instead, and keep "learning_rate"
             # free for labels such as rate_sweep's.
@@ -530,7 +541,10 @@ def run_experiment(
             if verbose:
                 print(_progress_line(len(run_rows), total, run_row))
     return ExperimentResult(
-        frame=pd.DataFrame(epoch_rows), runs=pd.DataFrame(run_rows), histories=histories
+        frame=pd.DataFrame(epoch_rows),
+        runs=pd.DataFrame(run_rows),
+        histories=histories,
+        models=models,
     )
 
 

@@ -275,3 +275,16 @@ def test_epochs_to_reach_finds_the_first_epoch_at_the_target(hand_made_result):
     assert by_run[("steady", 0)] == 2 and math.isnan(by_run[("stuck", 0)])
     with pytest.raises(KeyError, match="accuracy"):
         hand_made_result.epochs_to_reach(0.8, metric="accuracy")
+
+
+def test_keep_models_returns_each_trained_network(small_digits):
+    setups = {"SGD": keras.optimizers.SGD(0.1)}
+    result = ex.run_experiment(
+        tiny_mlp, setups, small_digits, epochs=1, seeds=(0, 1), keep_models=True, verbose=0
+    )
+    assert set(result.models) == {("SGD", 0), ("SGD", 1)}
+    final = result.runs.set_index(["config", "seed"])["val_accuracy"]
+    for key, model in result.models.items():
+        scores = model.evaluate(small_digits.x_val, small_digits.y_val, verbose=0, return_dict=True)
+        assert scores["accuracy"] == pytest.approx(final[key])
+    assert ex.run_experiment(tiny_mlp, setups, small_digits, epochs=1, verbose=0).models == {}
