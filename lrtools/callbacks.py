@@ -480,6 +480,12 @@ class SnapshotEnsemble(keras.callbacks.Callback):
     holds snapshots (a resumed run) picks them up when training begins. ``keep``
     limits the number kept: the oldest are dropped (and their files deleted).
 
+    With ``steps_per_execution = k > 1`` Keras calls batch callbacks only after
+    every ``k`` steps (and at the end of each epoch), so a cycle that ends inside
+    a compiled call cannot be caught at its last step: the callback warns that
+    the snapshot was missed. Let cycles end on epoch boundaries or on multiples
+    of ``k``.
+
     Args:
         cycle_steps: the cycle length in steps, or a sequence of cycle lengths.
         directory: where to write the snapshots; ``None`` keeps them in memory.
@@ -523,6 +529,7 @@ class SnapshotEnsemble(keras.callbacks.Callback):
         self.directory = None if directory is None else os.fspath(directory)
         self.keep = keep
         self.snapshots: list[Snapshot] = []
+        self._last_seen_step: int | None = None
 
     def is_cycle_end(self, step: int) -> bool:
         """Whether a cycle ends after ``step`` updates."""
@@ -531,6 +538,7 @@ class SnapshotEnsemble(keras.callbacks.Callback):
         return step in self._ends
 
     def on_train_begin(self, logs: dict | None = None) -> None:
+        self._last_seen_step = _current_step(self.model.optimizer)
         if self.directory is None:
             return
         os.makedirs(self.directory, exist_ok=True)
@@ -544,6 +552,16 @@ class SnapshotEnsemble(keras.callbacks.Callback):
 
     def on_train_batch_end(self, batch: int, logs: dict | None = None) -> None:
         step = _current_step(self.model.optimizer)
+        previous, self._last_seen_step = self._last_seen_step, step
+        if previous is not None:
+            missed = [end for end in range(previous + 1, step) if self.is_cycle_end(end)]
+            if missed:
+                warnings.warn(
+                    f"SnapshotEnsemble missed the cycle end(s) at step(s) {missed}: they fell "
+                    "inside one compiled call (steps_per_execution > 1). Make cycles end on "
+                    "epoch boundaries or on multiples of steps_per_execution.",
+                    stacklevel=2,
+                )
         if not self.is_cycle_end(step) or any(s.step == step for s in self.snapshots):
             return
         if self.directory is None:

@@ -407,7 +407,12 @@ class RangeTestResult:
         the smoothed loss has covered 10 % and 90 % of its total drop from the
         start of the curve (after the skipped steps, see :meth:`suggest`) to
         its minimum. Fails like ``"minimum"`` when the test ended
-        before the loss rose, and on curves with two drops.
+        before the loss rose, and on curves with two drops. The smoothed curve
+        lags the raw loss by up to ``1 / (1 - smoothing)`` steps, which pushes
+        ``max_lr`` towards rates where the raw loss already rises: on the
+        book's digits network (chapter 6) the bound came out about twice too
+        high for ``CyclicLR`` to return to safely. Treat ``max_lr`` as an upper
+        limit, and halve it if the loss jumps at every peak of the cycle.
 
         Returns:
             ``(base_lr, max_lr)`` with ``base_lr < max_lr``.

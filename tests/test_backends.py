@@ -24,7 +24,17 @@ BACKEND_NEUTRAL_FILES = ["test_schedules.py"]
 @pytest.mark.parametrize("test_file", BACKEND_NEUTRAL_FILES)
 def test_passes_on_the_jax_backend(test_file):
     env = {**os.environ, "KERAS_BACKEND": "jax", "TF_CPP_MIN_LOG_LEVEL": "3"}
-    command = [sys.executable, "-m", "pytest", "-q", "-p", "no:cacheprovider", str(TESTS / test_file)]
+    command = [
+        sys.executable,
+        "-m",
+        "pytest",
+        "-q",
+        "-p",
+        "no:cacheprovider",
+        str(TESTS / test_file),
+    ]
     done = subprocess.run(command, env=env, capture_output=True, text=True, timeout=1200)
-    assert done.returncode == 0, f"{test_file} failed on JAX:\n{done.stdout[-6000:]}\n{done.stderr[-3000:]}"
+    assert done.returncode == 0, (
+        f"{test_file} failed on JAX:\n{done.stdout[-6000:]}\n{done.stderr[-3000:]}"
+    )
     assert " passed" in done.stdout.splitlines()[-1]

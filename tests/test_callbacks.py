@@ -529,6 +529,15 @@ def test_snapshots_with_growing_cycles_and_a_saved_ensemble(tmp_path):
     np.testing.assert_allclose(reloaded.predict(X, verbose=0), expected, rtol=1e-5, atol=1e-6)
 
 
+def test_snapshot_ensemble_warns_when_a_cycle_end_falls_inside_a_compiled_call():
+    model = build_network(0)
+    model.compile(optimizer=keras.optimizers.SGD(0.05), loss="mse", steps_per_execution=2)
+    snapshots = callbacks.SnapshotEnsemble(3)  # 4 steps an epoch, seen at steps 2 and 4
+    with pytest.warns(UserWarning, match=r"missed the cycle end\(s\) at step\(s\) \[3\]"):
+        fit(model, epochs=1, callbacks_=[snapshots])
+    assert snapshots.snapshots == []
+
+
 def test_snapshot_ensemble_bad_input():
     for cycle_steps in (0, -3, 2.5, [], [3, 0], True):
         with pytest.raises(ValueError, match="cycle_steps"):
