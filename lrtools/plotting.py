@@ -21,6 +21,7 @@ import numpy as np
 import pandas as pd
 import seaborn as sns
 from matplotlib.axes import Axes
+from matplotlib.ticker import MaxNLocator
 
 # Words for the column names the experiment tables use.
 _AXIS_LABELS: dict[str, str] = {
@@ -203,6 +204,7 @@ def plot_learning_curves(
     ax = _new_axes(ax)
     sns.lineplot(data=frame, x="epoch", y=metric, hue=hue, errorbar=band, palette=palette, ax=ax)
     ax.set(xlabel="epoch", ylabel=axis_label(metric))
+    ax.xaxis.set_major_locator(MaxNLocator(integer=True))  # no epoch 1.5
     if log_y:
         ax.set_yscale("log")
     return ax

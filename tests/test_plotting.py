@@ -137,6 +137,10 @@ def test_learning_curves_show_the_mean_over_seeds(epoch_frame):
         np.testing.assert_allclose(line.get_ydata(), means.to_numpy())
     # One band (filled area) per setup for the spread over seeds.
     assert len(ax.collections) == 2
+    # Epochs are whole numbers on the axis.
+    ax.figure.canvas.draw()
+    ticks = [tick for tick in ax.get_xticks() if ax.get_xlim()[0] <= tick <= ax.get_xlim()[1]]
+    assert ticks and all(float(tick).is_integer() for tick in ticks), ticks
 
 
 def test_learning_curves_take_a_palette(epoch_frame):
