@@ -1,4 +1,4 @@
-"""Shared pytest set-up: quiet TensorFlow's C++ logs.
+"""Shared pytest set-up: quiet TensorFlow's C++ logs, and build the book once per session.
 
 Do not set MPLBACKEND here: it is inherited by the notebook kernels that nbval and
 the book build start, and a kernel with MPLBACKEND=Agg shows no figures.
@@ -8,5 +8,35 @@ Matplotlib already picks a headless backend when there is no display.
 from __future__ import annotations
 
 import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
 
 os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
+
+ROOT = Path(__file__).resolve().parents[1]
+
+
+@pytest.fixture(scope="session")
+def built_site(tmp_path_factory) -> Path:
+    """Build the whole book the way the README says and return its ``_build/html`` folder.
+
+    The build executes every notebook against the current lrtools and runs Sphinx with ``-W -n``,
+    so a warning, a failed cell or a failed ``assert`` fails every test that uses the site. It is
+    built once per session and shared by ``test_book_build.py`` and ``test_site.py``.
+
+    ``LRBOOK_SITE=path/to/_build/html`` skips the build and checks a site built before, which is
+    quicker while working on the website tests; CI never sets it.
+    """
+    if os.environ.get("LRBOOK_SITE"):
+        return Path(os.environ["LRBOOK_SITE"])
+    out = tmp_path_factory.mktemp("book")
+    jupyter_book = Path(sys.executable).with_name("jupyter-book")
+    command = [str(jupyter_book), "build", str(ROOT), "--path-output", str(out), "-W", "-n"]
+    # A kernel that inherits MPLBACKEND=Agg draws no inline figures.
+    env = {key: value for key, value in os.environ.items() if key != "MPLBACKEND"}
+    done = subprocess.run(command, capture_output=True, text=True, timeout=1800, env=env)
+    assert done.returncode == 0, f"book build failed:\n{done.stdout[-8000:]}\n{done.stderr[-4000:]}"
+    return out / "_build" / "html"
