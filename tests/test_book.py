@@ -21,6 +21,9 @@ import yaml
 ROOT = Path(__file__).resolve().parent.parent
 CHAPTERS = ROOT / "chapters"
 NOTEBOOKS = sorted(CHAPTERS.glob("*.ipynb"))
+# Appendix pages (the "Measured" page of the benchmarks) are notebooks too, stored and checked like
+# the chapters, but they are not chapters: no Colab cell and no "In your own project" box.
+ALL_NOTEBOOKS = NOTEBOOKS + sorted((ROOT / "appendix").glob("*.ipynb"))
 CONFIG = yaml.safe_load((ROOT / "_config.yml").read_text(encoding="utf-8"))
 TOC = yaml.safe_load((ROOT / "_toc.yml").read_text(encoding="utf-8"))
 REPOSITORY_URL = CONFIG["repository"]["url"]
@@ -77,10 +80,11 @@ def test_every_chapter_is_in_the_toc_and_every_toc_entry_exists():
     pages = [page_path(entry) for entry in entries]
     assert len(set(pages)) == len(pages), "a page is listed twice in _toc.yml"
     listed_notebooks = {path for path in pages if path.suffix == ".ipynb"}
-    assert listed_notebooks == set(NOTEBOOKS), (
-        "chapters/*.ipynb and the notebooks in _toc.yml differ: "
-        f"not listed {sorted(p.name for p in set(NOTEBOOKS) - listed_notebooks)}, "
-        f"listed but not in chapters/ {sorted(p.name for p in listed_notebooks - set(NOTEBOOKS))}"
+    notebooks = set(ALL_NOTEBOOKS)
+    assert listed_notebooks == notebooks, (
+        "the notebooks in chapters/ and appendix/ and those in _toc.yml differ: "
+        f"not listed {sorted(p.name for p in notebooks - listed_notebooks)}, "
+        f"listed but not there {sorted(p.name for p in listed_notebooks - notebooks)}"
     )
 
 
@@ -104,7 +108,7 @@ def test_config_keeps_the_build_offline_and_executed():
     assert CONFIG["launch_buttons"]["colab_url"] == "https://colab.research.google.com"
 
 
-@pytest.mark.parametrize("path", NOTEBOOKS, ids=lambda path: path.name)
+@pytest.mark.parametrize("path", ALL_NOTEBOOKS, ids=lambda path: path.name)
 def test_notebook_is_stored_clean(path):
     notebook = read_notebook(path)
     nbformat.validate(notebook)
@@ -127,7 +131,7 @@ def test_first_cell_installs_lrtools_in_colab_only(path):
     assert install == [f'%pip install -q "lrtools[all] @ git+{REPOSITORY_URL}"'], install
 
 
-@pytest.mark.parametrize("path", NOTEBOOKS, ids=lambda path: path.name)
+@pytest.mark.parametrize("path", ALL_NOTEBOOKS, ids=lambda path: path.name)
 def test_measured_claims_are_checked_in_hidden_cells(path):
     hidden_checks = [
         cell
@@ -139,7 +143,7 @@ def test_measured_claims_are_checked_in_hidden_cells(path):
     assert hidden_checks, "no hidden cell (tag remove-cell or hide-input) with an assert"
 
 
-@pytest.mark.parametrize("path", NOTEBOOKS, ids=lambda path: path.name)
+@pytest.mark.parametrize("path", ALL_NOTEBOOKS, ids=lambda path: path.name)
 def test_notebook_defines_no_functions_or_classes(path):
     # A helper a notebook needs belongs in lrtools, with a test.
     for index, cell in enumerate(read_notebook(path).cells):
@@ -154,9 +158,13 @@ def test_notebook_defines_no_functions_or_classes(path):
         assert not definitions, f"cell {index} defines {definitions}"
 
 
-@pytest.mark.parametrize("path", NOTEBOOKS, ids=lambda path: path.name)
+@pytest.mark.parametrize("path", ALL_NOTEBOOKS, ids=lambda path: path.name)
 def test_notebook_downloads_nothing(path):
-    code = "\n".join(c.source for c in read_notebook(path).cells[1:] if c.cell_type == "code")
+    cells = read_notebook(path).cells
+    # The Colab set-up cell installs lrtools from the network, in Colab only.
+    code = "\n".join(
+        c.source for c in cells if c.cell_type == "code" and "google.colab" not in c.source
+    )
     for forbidden in ("load_data(", "load_dataset(", "urlopen(", "requests.get(", "wget "):
         assert forbidden not in code, f"{forbidden!r} needs the network"
 
@@ -205,7 +213,7 @@ def test_every_project_link_uses_the_configured_repository():
 
 def test_figure_captions_are_named_once():
     names = []
-    for path in NOTEBOOKS:
+    for path in ALL_NOTEBOOKS:
         for cell in read_notebook(path).cells:
             figure = cell.metadata.get("mystnb", {}).get("figure")
             if figure:

@@ -12,13 +12,13 @@ import re
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[1]
-CHAPTERS = sorted(ROOT.glob("chapters/*.ipynb"))
+NOTEBOOKS = sorted(ROOT.glob("chapters/*.ipynb")) + sorted(ROOT.glob("appendix/*.ipynb"))
 
 
-def test_every_chapter_becomes_a_page_with_its_figures(built_site):
+def test_every_notebook_becomes_a_page_with_its_figures(built_site):
     assert (built_site / "index.html").exists() or (built_site / "intro.html").exists()
-    for notebook in CHAPTERS:
-        page = built_site / "chapters" / f"{notebook.stem}.html"
+    for notebook in NOTEBOOKS:
+        page = built_site / notebook.parent.name / f"{notebook.stem}.html"
         assert page.exists(), f"{notebook.name} has no page"
         html = page.read_text(encoding="utf-8")
         assert re.search(r"<img[^>]+src=\"[^\"]*_images/", html), f"{page.name} shows no figure"

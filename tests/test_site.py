@@ -52,7 +52,6 @@ def toc_pages() -> list[str]:
 
 PAGES = toc_pages()
 NOTEBOOK_PAGES = [page for page in PAGES if (ROOT / f"{page}.ipynb").exists()]
-CHAPTER_PAGES = [page for page in NOTEBOOK_PAGES if page.startswith("chapters/")]
 
 
 @dataclass(frozen=True)
@@ -224,8 +223,8 @@ def test_page_loads_without_console_errors(visit, page):
 @pytest.mark.parametrize("page", PAGES)
 def test_figures_are_shown_with_a_size(visit, page):
     seen = visit(page)
-    if page in CHAPTER_PAGES:
-        assert seen.images, f"{page}: a chapter page shows no figure"
+    if page in NOTEBOOK_PAGES:
+        assert seen.images, f"{page}: a notebook page shows no figure"
     for image in seen.images:
         assert image["complete"] and image["natural_width"] > 0, f"{page}: broken image {image}"
         assert image["width"] > 0 and image["height"] > 0, f"{page}: image drawn empty: {image}"
