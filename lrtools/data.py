@@ -1,6 +1,6 @@
 """The data sets the book trains on, split the same way every time.
 
-Two entry points, both returning a :class:`Dataset` with fixed, stratified
+Three entry points, all returning a :class:`Dataset` with fixed
 train / validation / test splits:
 
 - :func:`load_digits`: the 8x8 handwritten digits that ship with scikit-learn
@@ -10,6 +10,9 @@ train / validation / test splits:
   own loaders, for readers with a network connection (or the files in Keras's
   cache) and the time to train on them. Without either it raises
   :class:`DatasetUnavailableError`, whose message says what to do.
+- :func:`make_sequence_task`: a sequence-to-sequence task generated with NumPy
+  (sorting or reversing strings of digits), for the small Transformer of the
+  case-studies chapter.
 
 Pixel values are scaled to ``[0, 1]`` as ``float32``; labels are integer class
 indices (use ``"sparse_categorical_crossentropy"``).
@@ -63,13 +66,15 @@ class Dataset:
     """A classification data set with fixed train / validation / test splits.
 
     Attributes:
-        x_train: training inputs, ``float32`` in ``[0, 1]``.
-        y_train: training labels, integer class indices.
+        x_train: training inputs: ``float32`` in ``[0, 1]`` for images, integer
+            token ids for :func:`make_sequence_task`.
+        y_train: training labels, integer class indices (one per position for
+            sequence tasks).
         x_val: validation inputs (for learning curves and choosing rates).
         y_val: validation labels.
         x_test: test inputs (for the final numbers only).
         y_test: test labels.
-        num_classes: number of classes.
+        num_classes: number of classes (the vocabulary size for sequence tasks).
         input_shape: shape of one input, without the batch axis, e.g. ``(8, 8, 1)``.
         name: a short name for tables and figures, e.g. ``"digits"``.
 
@@ -331,4 +336,91 @@ def load_keras_dataset(
         val_fraction=val_fraction,
         seed=seed,
         name=name,
+    )
+
+
+SEQUENCE_TASKS: tuple[str, ...] = ("sort", "reverse")
+
+
+def make_sequence_task(
+    task: Literal["sort", "reverse"] = "sort",
+    *,
+    length: int = 8,
+    vocab_size: int = 10,
+    train_size: int = 2000,
+    val_size: int = 500,
+    test_size: int = 500,
+    seed: int = 0,
+) -> Dataset:
+    """Generate a sequence-to-sequence task on strings of random tokens.
+
+    Every example is a sequence of ``length`` tokens drawn uniformly from
+    ``0 .. vocab_size - 1``; its label is another sequence of the same length:
+
+    - ``"sort"``: the tokens in ascending order, so label position ``i`` holds
+      the ``i``-th smallest token (a model must compare every token with every
+      other one: a natural task for attention);
+    - ``"reverse"``: the tokens in reverse order (label ``i`` is token
+      ``length - 1 - i``: a task of positions only).
+
+    Everything is generated with NumPy from ``seed``; nothing is downloaded.
+    Train, validation and test examples are drawn independently from the same
+    distribution.
+
+    Args:
+        task: ``"sort"`` or ``"reverse"``.
+        length: tokens per sequence, >= 2.
+        vocab_size: number of distinct tokens, >= 2.
+        train_size: training examples, >= 1.
+        val_size: validation examples, >= 1.
+        test_size: test examples, >= 1.
+        seed: the seed of the generator; the same seed gives the same data.
+
+    Returns:
+        A :class:`Dataset` named ``"<task> <length>x<vocab_size>"`` whose
+        inputs and labels are ``int64`` arrays of shape ``(n, length)``,
+        ``input_shape == (length,)`` and ``num_classes == vocab_size``. Train
+        it with a model that outputs one softmax over the tokens per position
+        and ``"sparse_categorical_crossentropy"``; ``"accuracy"`` then counts
+        correct tokens.
+
+    Raises:
+        ValueError: for an unknown ``task``, ``length`` or ``vocab_size`` below
+            2, or a split size below 1.
+
+    Example:
+
+    >>> data = make_sequence_task("sort", length=5, vocab_size=10, seed=1)
+    >>> data.input_shape, data.num_classes
+    ((5,), 10)
+    >>> bool((np.sort(data.x_train, axis=1) == data.y_train).all())
+    True
+    """
+    if task not in SEQUENCE_TASKS:
+        raise ValueError(f"task must be one of {', '.join(SEQUENCE_TASKS)}, got {task!r}.")
+    for name, value, minimum in (
+        ("length", length, 2),
+        ("vocab_size", vocab_size, 2),
+        ("train_size", train_size, 1),
+        ("val_size", val_size, 1),
+        ("test_size", test_size, 1),
+    ):
+        if isinstance(value, bool) or not isinstance(value, (int, np.integer)) or value < minimum:
+            raise ValueError(f"{name} must be an integer of at least {minimum}, got {value!r}.")
+
+    rng = np.random.default_rng(seed)
+    tokens = rng.integers(0, vocab_size, size=(train_size + val_size + test_size, length))
+    tokens = tokens.astype("int64")
+    targets = np.sort(tokens, axis=1) if task == "sort" else tokens[:, ::-1].copy()
+    val_end = train_size + val_size
+    return Dataset(
+        x_train=tokens[:train_size],
+        y_train=targets[:train_size],
+        x_val=tokens[train_size:val_end],
+        y_val=targets[train_size:val_end],
+        x_test=tokens[val_end:],
+        y_test=targets[val_end:],
+        num_classes=int(vocab_size),
+        input_shape=(int(length),),
+        name=f"{task} {length}x{vocab_size}",
     )

@@ -8,8 +8,10 @@ optionally evaluates it on the test split, and collects everything in an
 :class:`ExperimentResult` whose tables are tidy pandas DataFrames ready for
 seaborn (see :mod:`lrtools.plotting`).
 
-The module also holds the small networks the chapters share,
-:func:`digits_cnn` and :func:`digits_mlp`.
+The module also holds the small networks the chapters share:
+:func:`digits_cnn`, :func:`digits_mlp`, :func:`small_resnet`, :func:`digits_rnn`
+and :func:`small_transformer` (with its metric :func:`sequence_accuracy`), and
+:func:`has_accelerator`, which tells whether mixed precision is worth turning on.
 
 Example:
 
@@ -28,6 +30,7 @@ Example:
 
 from __future__ import annotations
 
+import functools
 import math
 import time
 from collections.abc import Callable, Iterable, Mapping, Sequence
@@ -72,12 +75,7 @@ def digits_cnn(input_shape: Sequence[int] = (8, 8, 1), num_classes: int = 10) ->
     >>> model.output_shape
     (None, 10)
     """
-    input_shape = tuple(int(d) for d in input_shape)
-    if len(input_shape) != 3:
-        raise ValueError(
-            f"digits_cnn needs image inputs of shape (height, width, channels), got "
-            f"{input_shape}; load the digits with kind='images' or use digits_mlp."
-        )
+    input_shape = _image_shape(input_shape, "digits_cnn")
     _check_classes(num_classes)
     layers = keras.layers
     return keras.Sequential(
@@ -130,6 +128,331 @@ def digits_mlp(
         ],
         name="digits_mlp",
     )
+
+
+def small_resnet(
+    input_shape: Sequence[int] = (8, 8, 1),
+    num_classes: int = 10,
+    filters: Sequence[int] = (16, 32),
+    blocks_per_stage: int = 1,
+) -> keras.Model:
+    """A small residual network in the style of He et al.'s CIFAR ResNets.
+
+    A 3x3 convolution with batch normalisation and ReLU, then one stage per
+    entry of ``filters``, each of ``blocks_per_stage`` residual blocks, then
+    global average pooling and a softmax. A residual block computes
+
+    ``y = relu(x + BN(conv(relu(BN(conv(x))))))``
+
+    with 3x3 convolutions; every stage after the first halves the height and
+    width with a stride of 2 in its first block, whose shortcut is then a 1x1
+    convolution with batch normalisation (He et al.'s projection shortcut).
+    Batch normalisation keeps its running statistics with a momentum of 0.9
+    (PyTorch's default; Keras's 0.99 lags behind the weights in runs of a few
+    hundred steps). The output layer computes in ``float32`` whatever the dtype
+    policy, so the model can be trained under ``mixed_float16``.
+
+    Args:
+        input_shape: shape of one image, ``(height, width, channels)``.
+        num_classes: number of output classes.
+        filters: the number of filters of each stage.
+        blocks_per_stage: residual blocks per stage, >= 1.
+
+    Returns:
+        An uncompiled ``keras.Model`` whose output is class probabilities.
+
+    Raises:
+        ValueError: if ``input_shape`` is not 3-dimensional, ``num_classes < 2``,
+            ``filters`` is empty or holds a number below 1, or
+            ``blocks_per_stage < 1``.
+
+    Example:
+
+    >>> model = small_resnet((8, 8, 1), 10)
+    >>> model.output_shape
+    (None, 10)
+    """
+    input_shape = _image_shape(input_shape, "small_resnet")
+    _check_classes(num_classes)
+    filters = [int(width) for width in filters]
+    if not filters or min(filters) < 1:
+        raise ValueError(f"filters must be a non-empty list of positive counts, got {filters}.")
+    if blocks_per_stage < 1:
+        raise ValueError(f"blocks_per_stage must be a positive integer, got {blocks_per_stage!r}.")
+    layers = keras.layers
+    batch_norm = functools.partial(layers.BatchNormalization, momentum=0.9)
+    inputs = keras.Input(shape=input_shape)
+    x = layers.Conv2D(filters[0], 3, padding="same", use_bias=False)(inputs)
+    x = layers.Activation("relu")(batch_norm()(x))
+    for stage, width in enumerate(filters):
+        for block in range(blocks_per_stage):
+            strides = 2 if stage > 0 and block == 0 else 1
+            shortcut = x
+            if strides > 1 or shortcut.shape[-1] != width:
+                shortcut = layers.Conv2D(width, 1, strides=strides, use_bias=False)(shortcut)
+                shortcut = batch_norm()(shortcut)
+            x = layers.Conv2D(width, 3, strides=strides, padding="same", use_bias=False)(x)
+            x = layers.Activation("relu")(batch_norm()(x))
+            x = layers.Conv2D(width, 3, padding="same", use_bias=False)(x)
+            x = batch_norm()(x)
+            x = layers.Activation("relu")(layers.Add()([shortcut, x]))
+    x = layers.GlobalAveragePooling2D()(x)
+    outputs = layers.Dense(num_classes, activation="softmax", dtype="float32")(x)
+    return keras.Model(inputs, outputs, name="small_resnet")
+
+
+def digits_rnn(
+    input_shape: Sequence[int] = (8, 8, 1),
+    num_classes: int = 10,
+    units: int = 32,
+    cell: str = "gru",
+) -> keras.Model:
+    """A recurrent network that reads an image one row at a time.
+
+    An image of shape ``(height, width, channels)`` becomes a sequence of
+    ``height`` steps of ``width * channels`` features (an 8x8 digit: 8 rows of
+    8 pixels); a GRU or LSTM layer reads it and its last state goes to a softmax.
+
+    Args:
+        input_shape: ``(height, width, channels)`` for images, or
+            ``(steps, features)`` for sequences.
+        num_classes: number of output classes.
+        units: size of the recurrent state, >= 1.
+        cell: ``"gru"`` or ``"lstm"``.
+
+    Returns:
+        An uncompiled ``keras.Model`` whose output is class probabilities.
+
+    Raises:
+        ValueError: if ``input_shape`` has neither 2 nor 3 dimensions,
+            ``num_classes < 2``, ``units < 1`` or ``cell`` is unknown.
+
+    Example:
+
+    >>> model = digits_rnn((8, 8, 1), 10, units=16)
+    >>> model.output_shape
+    (None, 10)
+    """
+    input_shape = tuple(int(d) for d in input_shape)
+    if len(input_shape) not in (2, 3):
+        raise ValueError(
+            "digits_rnn reads images (height, width, channels) or sequences (steps, features), "
+            f"got input_shape {input_shape}; load the digits with kind='images'."
+        )
+    _check_classes(num_classes)
+    if units < 1:
+        raise ValueError(f"units must be a positive integer, got {units!r}.")
+    recurrent = {"gru": keras.layers.GRU, "lstm": keras.layers.LSTM}
+    if cell not in recurrent:
+        raise ValueError(f'cell must be "gru" or "lstm", got {cell!r}.')
+    steps, features = input_shape[0], math.prod(input_shape[1:])
+    return keras.Sequential(
+        [
+            keras.Input(shape=input_shape),
+            keras.layers.Reshape((steps, features)),
+            recurrent[cell](units),
+            keras.layers.Dense(num_classes, activation="softmax"),
+        ],
+        name=f"digits_{cell}",
+    )
+
+
+@keras.saving.register_keras_serializable(package="lrtools")
+class PositionEmbedding(keras.layers.Layer):
+    """Add a learned vector for each position to a sequence of embeddings.
+
+    ``output[:, i, :] = inputs[:, i, :] + P[i]``, where ``P`` is a trainable
+    ``(sequence_length, embed_dim)`` matrix: the position embedding of BERT.
+
+    Args:
+        sequence_length: the largest sequence length the layer accepts.
+        **kwargs: passed to ``keras.layers.Layer`` (``name``, ``dtype``, ...).
+
+    Example:
+
+    >>> layer = PositionEmbedding(4)
+    >>> tuple(layer(keras.ops.zeros((2, 4, 3))).shape)
+    (2, 4, 3)
+    """
+
+    def __init__(self, sequence_length: int, **kwargs: Any):
+        super().__init__(**kwargs)
+        if sequence_length < 1:
+            raise ValueError(f"sequence_length must be positive, got {sequence_length!r}.")
+        self.sequence_length = int(sequence_length)
+
+    def build(self, input_shape: tuple[int | None, ...]) -> None:
+        """Create the ``(sequence_length, embed_dim)`` table, ``embed_dim = input_shape[-1]``."""
+        self.position_embeddings = self.add_weight(
+            name="position_embeddings",
+            shape=(self.sequence_length, int(input_shape[-1])),
+            initializer=keras.initializers.RandomNormal(stddev=0.02),
+        )
+
+    def call(self, inputs: Any) -> Any:
+        """Return ``inputs`` plus the first ``inputs.shape[1]`` rows of the table."""
+        length = keras.ops.shape(inputs)[1]
+        positions = keras.ops.cast(self.position_embeddings[:length], inputs.dtype)
+        return inputs + positions
+
+    def get_config(self) -> dict[str, Any]:
+        """Return the layer's configuration, with ``sequence_length``."""
+        return {**super().get_config(), "sequence_length": self.sequence_length}
+
+
+def small_transformer(
+    input_shape: Sequence[int] = (8,),
+    num_classes: int = 10,
+    embed_dim: int = 32,
+    num_heads: int = 2,
+    ff_dim: int = 64,
+    num_blocks: int = 1,
+    dropout: float = 0.0,
+) -> keras.Model:
+    """A small Transformer encoder that predicts one token per input position.
+
+    Token ids are embedded, a learned :class:`PositionEmbedding` is added, and
+    ``num_blocks`` encoder blocks follow, each as in the original Transformer
+    and BERT ("post-LN"):
+
+    ``x = LayerNorm(x + MultiHeadAttention(x, x))``,
+    ``x = LayerNorm(x + Dense(embed_dim)(relu(Dense(ff_dim)(x))))``.
+
+    A dense softmax over the ``num_classes`` tokens is applied at every
+    position. Train it on :func:`lrtools.data.make_sequence_task` with
+    ``"sparse_categorical_crossentropy"``.
+
+    Args:
+        input_shape: ``(sequence_length,)``.
+        num_classes: the vocabulary size (input and output tokens).
+        embed_dim: width of the embeddings, divisible by ``num_heads``.
+        num_heads: attention heads.
+        ff_dim: width of the feed-forward layer.
+        num_blocks: encoder blocks, >= 1.
+        dropout: dropout rate after attention and feed-forward, in [0, 1).
+
+    Returns:
+        An uncompiled ``keras.Model`` mapping ``(batch, sequence_length)`` token
+        ids to ``(batch, sequence_length, num_classes)`` probabilities.
+
+    Raises:
+        ValueError: if ``input_shape`` is not ``(sequence_length,)``,
+            ``num_classes < 2``, a size is below 1, ``embed_dim`` is not
+            divisible by ``num_heads`` or ``dropout`` is outside [0, 1).
+
+    Example:
+
+    >>> model = small_transformer((8,), 10)
+    >>> model.output_shape
+    (None, 8, 10)
+    """
+    input_shape = tuple(int(d) for d in input_shape)
+    if len(input_shape) != 1:
+        raise ValueError(
+            f"small_transformer reads token sequences of shape (sequence_length,), got "
+            f"{input_shape}."
+        )
+    _check_classes(num_classes)
+    for name, value in (
+        ("embed_dim", embed_dim),
+        ("num_heads", num_heads),
+        ("ff_dim", ff_dim),
+        ("num_blocks", num_blocks),
+    ):
+        if value < 1:
+            raise ValueError(f"{name} must be a positive integer, got {value!r}.")
+    if embed_dim % num_heads:
+        raise ValueError(f"embed_dim ({embed_dim}) must be divisible by num_heads ({num_heads}).")
+    if not 0.0 <= dropout < 1.0:
+        raise ValueError(f"dropout must be in [0, 1), got {dropout!r}.")
+    layers = keras.layers
+    inputs = keras.Input(shape=input_shape, dtype="int32")
+    x = layers.Embedding(num_classes, embed_dim)(inputs)
+    x = PositionEmbedding(input_shape[0])(x)
+    for _ in range(num_blocks):
+        attended = layers.MultiHeadAttention(num_heads, embed_dim // num_heads)(x, x)
+        x = layers.LayerNormalization()(x + layers.Dropout(dropout)(attended))
+        hidden = layers.Dense(ff_dim, activation="relu")(x)
+        x = layers.LayerNormalization()(
+            x + layers.Dropout(dropout)(layers.Dense(embed_dim)(hidden))
+        )
+    outputs = layers.Dense(num_classes, activation="softmax", dtype="float32")(x)
+    return keras.Model(inputs, outputs, name="small_transformer")
+
+
+def sequence_accuracy(y_true: Any, y_pred: Any) -> Any:
+    """The share of sequences whose every position is predicted right.
+
+    A metric for models with one softmax per position (e.g.
+    :func:`small_transformer`): 1 for a sequence whose arg-max tokens all equal
+    the labels, 0 otherwise. ``"accuracy"`` counts correct tokens; this counts
+    correct sequences. Pass it to ``compile`` (or to :func:`run_experiment`'s
+    ``metrics``); Keras logs it as ``sequence_accuracy`` and
+    ``val_sequence_accuracy``.
+
+    Args:
+        y_true: integer labels of shape ``(batch, length)``.
+        y_pred: probabilities of shape ``(batch, length, classes)``.
+
+    Returns:
+        A ``float32`` tensor of shape ``(batch,)`` with 1.0 or 0.0 per sequence.
+
+    Example:
+
+    >>> import numpy as np
+    >>> probabilities = np.eye(3, dtype="float32")[[[0, 1], [2, 2]]]
+    >>> [float(v) for v in sequence_accuracy(np.array([[0, 1], [2, 0]]), probabilities)]
+    [1.0, 0.0]
+    """
+    predicted = keras.ops.argmax(y_pred, axis=-1)
+    labels = keras.ops.reshape(keras.ops.cast(y_true, predicted.dtype), keras.ops.shape(predicted))
+    return keras.ops.cast(keras.ops.all(keras.ops.equal(predicted, labels), axis=-1), "float32")
+
+
+def has_accelerator() -> bool:
+    """Tell whether the current Keras backend computes on a GPU or TPU.
+
+    Asks the backend Keras uses (``keras.backend.backend()``), so it imports
+    nothing else: JAX (``jax.default_backend()``), TensorFlow
+    (``tf.config.list_physical_devices("GPU")``), PyTorch
+    (``torch.cuda.is_available()``); NumPy and OpenVINO count as CPU here.
+    Use it to switch on mixed precision only where it pays off:
+    ``keras.mixed_precision.set_dtype_policy("mixed_float16")``.
+
+    Returns:
+        ``True`` when the backend has a GPU or TPU to compute on.
+
+    Example:
+
+    >>> isinstance(has_accelerator(), bool)
+    True
+    """
+    backend = keras.backend.backend()
+    if backend == "jax":
+        import jax
+
+        return jax.default_backend() != "cpu"
+    if backend == "tensorflow":
+        import tensorflow as tf
+
+        return bool(
+            tf.config.list_physical_devices("GPU") or tf.config.list_physical_devices("TPU")
+        )
+    if backend == "torch":
+        import torch
+
+        return bool(torch.cuda.is_available())
+    return False
+
+
+def _image_shape(input_shape: Sequence[int], builder: str) -> tuple[int, ...]:
+    shape = tuple(int(d) for d in input_shape)
+    if len(shape) != 3:
+        raise ValueError(
+            f"{builder} needs image inputs of shape (height, width, channels), got "
+            f"{shape}; load the digits with kind='images' or use digits_mlp."
+        )
+    return shape
 
 
 def _check_classes(num_classes: int) -> None:

@@ -213,3 +213,69 @@ def test_missing_data_without_network_raises_a_clear_error(keras_home, monkeypat
 def test_unknown_keras_dataset_is_rejected():
     with pytest.raises(ValueError, match="mnist, fashion_mnist, cifar10"):
         lrdata.load_keras_dataset("imagenet")
+
+
+# --------------------------------------------------------------------------- sequence tasks
+
+
+def test_sequence_task_has_token_sequences_of_the_requested_sizes():
+    task = lrdata.make_sequence_task(
+        "sort", length=6, vocab_size=7, train_size=50, val_size=20, test_size=10, seed=0
+    )
+    assert task.input_shape == (6,) and task.num_classes == 7
+    assert task.name == "sort 6x7"
+    for inputs, labels, count in (
+        (task.x_train, task.y_train, 50),
+        (task.x_val, task.y_val, 20),
+        (task.x_test, task.y_test, 10),
+    ):
+        assert inputs.shape == labels.shape == (count, 6)
+        assert inputs.dtype == labels.dtype == np.int64
+        assert inputs.min() >= 0 and inputs.max() < 7
+    # The splits are independent draws, not copies of one another.
+    assert not np.array_equal(task.x_train[:10], task.x_test)
+
+
+def test_sort_labels_are_the_inputs_in_ascending_order():
+    task = lrdata.make_sequence_task("sort", length=9, vocab_size=5, train_size=200, seed=3)
+    for inputs, labels in ((task.x_train, task.y_train), (task.x_test, task.y_test)):
+        assert np.all(np.diff(labels, axis=1) >= 0)  # ascending
+        # Each label holds the same tokens as its input, the same number of times.
+        for row_in, row_out in zip(inputs, labels):
+            assert np.array_equal(
+                np.bincount(row_in, minlength=5), np.bincount(row_out, minlength=5)
+            )
+    # Label position i is the i-th smallest token: e.g. position 0 is each row's minimum.
+    np.testing.assert_array_equal(task.y_train[:, 0], task.x_train.min(axis=1))
+    np.testing.assert_array_equal(task.y_train[:, -1], task.x_train.max(axis=1))
+
+
+def test_reverse_labels_are_the_inputs_backwards():
+    task = lrdata.make_sequence_task("reverse", length=4, vocab_size=10, train_size=30, seed=1)
+    for position in range(4):
+        np.testing.assert_array_equal(task.y_train[:, position], task.x_train[:, 3 - position])
+
+
+def test_sequence_task_seed_fixes_the_data():
+    first, again, other = (
+        lrdata.make_sequence_task(train_size=40, val_size=5, test_size=5, seed=s) for s in (2, 2, 3)
+    )
+    np.testing.assert_array_equal(first.x_train, again.x_train)
+    np.testing.assert_array_equal(first.y_test, again.y_test)
+    assert not np.array_equal(first.x_train, other.x_train)
+
+
+@pytest.mark.parametrize(
+    ("kwargs", "message"),
+    [
+        ({"task": "add"}, "task"),
+        ({"length": 1}, "length"),
+        ({"vocab_size": 1}, "vocab_size"),
+        ({"train_size": 0}, "train_size"),
+        ({"val_size": 2.5}, "val_size"),
+        ({"test_size": True}, "test_size"),
+    ],
+)
+def test_sequence_task_rejects_bad_arguments(kwargs, message):
+    with pytest.raises(ValueError, match=message):
+        lrdata.make_sequence_task(**kwargs)
