@@ -50,6 +50,54 @@ def _current_step(optimizer: keras.optimizers.Optimizer) -> int:
     return int(ops.convert_to_numpy(optimizer.iterations))
 
 
+class _StepTable:
+    """The values of a pure, vectorised function of the step, computed a block at a time.
+
+    Evaluating a schedule eagerly costs a few tenths of a millisecond per call (one
+    backend op per term of its formula), which a batch-level callback would pay at every
+    step. Schedules are pure functions of the step and accept an array of steps, so one
+    call gives the values of the next ``BLOCK`` steps, and each later step is a lookup.
+    A step outside the block computes a new block starting there (a resumed or rewound run
+    included), so the values are the function's, whatever order the steps come in.
+    """
+
+    BLOCK = 1024
+
+    def __init__(self, function: Callable[[Any], Any]):
+        self.function = function
+        self._first = 0
+        self._values = np.empty(0)
+
+    def __call__(self, step: int) -> float:
+        offset = step - self._first
+        if not 0 <= offset < len(self._values):
+            self._first, offset = step, 0
+            steps = np.arange(step, step + self.BLOCK)
+            self._values = np.asarray(ops.convert_to_numpy(self.function(steps)), np.float64)
+        return float(self._values[offset])
+
+
+def _is_pure_schedule(schedule: Any) -> bool:
+    """Whether ``schedule`` is an lrtools schedule whose value depends on the step alone.
+
+    lrtools's schedules are vectorised pure functions of the step, except where they hold a
+    ``keras.Variable`` that training code may assign (``schedules.Scaled``'s factor), at any
+    depth of nesting. Those, and schedules from elsewhere, are evaluated at every call.
+    """
+    if not isinstance(schedule, schedules._Schedule):
+        return False
+    pending: list[Any] = [schedule]
+    while pending:
+        value = pending.pop()
+        if isinstance(value, keras.Variable):
+            return False
+        if isinstance(value, schedules._Schedule):
+            pending.extend(vars(value).values())
+        elif isinstance(value, list | tuple):
+            pending.extend(value)
+    return True
+
+
 def _rebuild_train_function(model: keras.Model) -> None:
     """Make the next training step trace again, so that it sees changed Python state."""
     model.make_train_function(force=True)
@@ -137,6 +185,8 @@ class LRScheduler(keras.callbacks.Callback):
         self.steps: list[int] = []
         self.rates: list[float] = []
         self._ratios: list[float] = []
+        self._owner_list: list = []
+        self._table = _StepTable(schedule) if _is_pure_schedule(schedule) else None
 
     def rate_at(self, t: int, current_rate: float) -> float:
         """The rate the schedule gives at position ``t`` (a step or an epoch).
@@ -152,6 +202,10 @@ class LRScheduler(keras.callbacks.Callback):
             ValueError: if the schedule returns a non-finite or negative rate.
             TypeError: if it returns something that is not a number.
         """
+        if self._table is not None:
+            rate = self._table(t)
+            if math.isfinite(rate) and rate >= 0:
+                return rate
         value = self.schedule(t, current_rate) if self._passes_rate else self.schedule(t)
         try:
             rate = _to_float(value)
@@ -166,22 +220,23 @@ class LRScheduler(keras.callbacks.Callback):
             )
         return rate
 
-    def _owners(self) -> list:
-        return _settable_rate_owners(self.model.optimizer, type(self).__name__)
-
     def _reference_rate(self) -> float:
         """The rate the schedule sets: the largest group's rate."""
-        return max(_to_float(owner.learning_rate) for owner in self._owners())
+        return max(_to_float(owner.learning_rate) for owner in self._owner_list)
 
-    def _set_rate(self, rate: float) -> None:
-        for owner, ratio in zip(self._owners(), self._ratios, strict=True):
+    def _apply(self, t: int) -> float:
+        """Set the rate for position ``t`` and return it, as the optimizer holds it."""
+        current = self._reference_rate() if self._passes_rate else math.nan
+        rate = self.rate_at(t, current)
+        for owner, ratio in zip(self._owner_list, self._ratios, strict=True):
             owner.learning_rate = rate * ratio
-
-    def _apply(self, t: int) -> None:
-        self._set_rate(self.rate_at(t, self._reference_rate()))
+        # The largest group (ratio 1) now holds ``rate``, rounded to its variable's dtype.
+        return float(np.asarray(rate, dtype=self._owner_list[0]._learning_rate.dtype))
 
     def on_train_begin(self, logs: dict | None = None) -> None:
-        rates = [_to_float(owner.learning_rate) for owner in self._owners()]
+        # The owners are found and checked once per fit, not at every batch.
+        self._owner_list = _settable_rate_owners(self.model.optimizer, type(self).__name__)
+        rates = [_to_float(owner.learning_rate) for owner in self._owner_list]
         largest = max(rates)
         if len(rates) > 1 and largest <= 0:
             raise ValueError(
@@ -196,10 +251,10 @@ class LRScheduler(keras.callbacks.Callback):
 
     def on_train_batch_begin(self, batch: int, logs: dict | None = None) -> None:
         step = _current_step(self.model.optimizer)
-        if self.unit == "batch":
-            self._apply(step)
+        # With unit="epoch" another callback may have changed the rate since the epoch began.
+        rate = self._apply(step) if self.unit == "batch" else self._reference_rate()
         self.steps.append(step)
-        self.rates.append(self._reference_rate())
+        self.rates.append(rate)
 
     def on_epoch_end(self, epoch: int, logs: dict | None = None) -> None:
         if logs is not None:
@@ -407,6 +462,7 @@ class OneCycle(LRScheduler):
         self.momentum_at(0)  # validates the momenta now rather than at the first step
         self.momenta: list[float] = []
         self._cycle = _MomentumCycle(self.momentum_at)
+        self._momentum_table = _StepTable(self.momentum_at)
 
     def momentum_at(self, step: Any) -> Any:
         """The momentum at ``step`` (a step, an array of steps or a tensor)."""
@@ -422,7 +478,7 @@ class OneCycle(LRScheduler):
     def on_train_batch_begin(self, batch: int, logs: dict | None = None) -> None:
         super().on_train_batch_begin(batch, logs)
         if self.cycle_momentum:
-            self.momenta.append(_to_float(self.momentum_at(self.steps[-1])))
+            self.momenta.append(self._momentum_table(self.steps[-1]))
 
     def on_epoch_end(self, epoch: int, logs: dict | None = None) -> None:
         super().on_epoch_end(epoch, logs)

@@ -9,6 +9,7 @@ train step, not only an attribute.
 from __future__ import annotations
 
 import json
+import math
 import os
 import subprocess
 import sys
@@ -193,6 +194,51 @@ def test_multi_optimizer_groups_keep_their_ratio():
     np.testing.assert_allclose(recorded[out.name], expected, rtol=1e-6)
     np.testing.assert_allclose(recorded[hidden.name], expected * 0.1, rtol=1e-6)
     np.testing.assert_allclose(history.history["learning_rate"], expected[[3, 7]], rtol=1e-6)
+
+
+class CountingCosine(schedules.CosineDecay):
+    """A cosine decay that counts how often it is evaluated."""
+
+    calls = 0
+
+    def __call__(self, step):
+        CountingCosine.calls += 1
+        return super().__call__(step)
+
+
+def test_pure_schedule_is_evaluated_a_block_of_steps_at_a_time():
+    # A schedule is a pure, vectorised function of the step: one call gives the next
+    # _StepTable.BLOCK steps, so a batch-level callback does not pay an eager evaluation per step.
+    CountingCosine.calls = 0
+    schedule = CountingCosine(0.1, decay_steps=8)
+    model = build_model(keras.optimizers.SGD(1.0))
+    initial = model.get_weights()
+    scheduler = callbacks.LRScheduler(schedule)
+    fit(model, epochs=2, callbacks_=[scheduler])
+    assert CountingCosine.calls == 1
+    expected = keras.ops.convert_to_numpy(schedules.CosineDecay(0.1, decay_steps=8)(np.arange(8)))
+    np.testing.assert_allclose(scheduler.rates, expected, rtol=1e-6)
+    assert_weights_close(model, simulate_sgd(initial, expected, np.zeros(8)))
+
+
+def test_rate_at_equals_the_schedule_in_any_order_of_steps():
+    schedule = schedules.Warmup(schedules.CosineDecay(0.1, decay_steps=3000), warmup_steps=100)
+    scheduler = callbacks.LRScheduler(schedule)
+    block = callbacks._StepTable.BLOCK
+    # Forward, across block ends, far ahead and back again (a resumed or rewound run).
+    steps = [0, 1, block - 1, block, block + 1, 5, 2 * block + 7, 99, 100, 2999, 3500]
+    got = [scheduler.rate_at(t, math.nan) for t in steps]
+    want = [float(keras.ops.convert_to_numpy(schedule(t))) for t in steps]
+    np.testing.assert_allclose(got, want, rtol=1e-6, atol=1e-9)
+
+
+def test_schedule_holding_a_variable_is_evaluated_at_every_step():
+    # Scaled's factor may be lowered during training (ReduceLROnPlateau): no table for it.
+    schedule = schedules.Scaled(schedules.CosineDecay(0.1, decay_steps=100))
+    scheduler = callbacks.LRScheduler(schedules.Warmup(schedule, warmup_steps=10))
+    before = scheduler.rate_at(50, math.nan)
+    schedule.factor.assign(0.5)
+    assert scheduler.rate_at(50, math.nan) == pytest.approx(before / 2, rel=1e-6)
 
 
 @pytest.mark.parametrize(
