@@ -53,7 +53,13 @@ import pandas as pd  # noqa: E402
 
 from lrtools import callbacks, schedules  # noqa: E402
 from lrtools.data import Dataset, load_digits  # noqa: E402
-from lrtools.experiments import Config, digits_cnn, rate_sweep, run_experiment  # noqa: E402
+from lrtools.experiments import (  # noqa: E402
+    Config,
+    digits_cnn,
+    has_accelerator,
+    rate_sweep,
+    run_experiment,
+)
 from lrtools.finder import lr_range_test  # noqa: E402
 from lrtools.tuning import search_learning_rate  # noqa: E402
 
@@ -194,24 +200,6 @@ def software_versions() -> dict[str, str | None]:
         except importlib.metadata.PackageNotFoundError:
             versions[package] = None
     return versions
-
-
-def gpu_visible() -> bool:
-    """Whether the Keras backend in use sees a GPU."""
-    backend = keras.backend.backend()
-    if backend == "tensorflow":
-        import tensorflow as tf
-
-        return bool(tf.config.list_physical_devices("GPU"))
-    if backend == "jax":
-        import jax
-
-        return any(device.platform == "gpu" for device in jax.devices())
-    if backend == "torch":
-        import torch
-
-        return bool(torch.cuda.is_available())
-    return False
 
 
 def load_average() -> list[float] | None:
@@ -998,7 +986,7 @@ def run_benchmarks(settings: Settings, out: Path) -> dict[str, Any]:
         "machine": machine_description(),
         "versions": software_versions(),
         "keras_backend": keras.backend.backend(),
-        "gpu_visible": gpu_visible(),
+        "gpu_visible": has_accelerator(),
         "quick": settings.quick,
         "settings": dataclasses.asdict(settings),
         "load_average": {"start": load_average()},

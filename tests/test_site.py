@@ -112,7 +112,7 @@ def site_url(built_site: Path) -> Iterator[str]:
 class QuietHandler(http.server.SimpleHTTPRequestHandler):
     """A static file handler that does not log every request to stderr."""
 
-    def log_message(self, format: str, *args: object) -> None:  # noqa: A002 (the stdlib name)
+    def log_message(self, format: str, *args: object) -> None:
         pass
 
 
