@@ -8,6 +8,7 @@ train step, not only an attribute.
 
 from __future__ import annotations
 
+import inspect
 import json
 import math
 import os
@@ -354,6 +355,61 @@ def test_one_cycle_refuses_what_it_cannot_cycle():
             fit(model, epochs=1, callbacks_=[callbacks.OneCycle(0.1, total_steps=8)])
 
 
+def test_one_cycle_takes_a_schedule_or_its_arguments():
+    schedule = schedules.OneCycle(0.05, total_steps=8, pct_start=0.25, three_phase=True)
+    given = callbacks.OneCycle(schedule=schedule, base_momentum=0.8)
+    built = callbacks.OneCycle(0.05, 8, 0.25, three_phase=True, base_momentum=0.8)
+    assert given.schedule is schedule and given.total_steps == built.total_steps == 8
+    steps = np.arange(10)
+    for callback in (given, built):
+        np.testing.assert_allclose(
+            [callback.rate_at(t, math.nan) for t in steps],
+            keras.ops.convert_to_numpy(schedule(steps)),
+            rtol=1e-6,
+        )
+        np.testing.assert_allclose(
+            keras.ops.convert_to_numpy(callback.momentum_at(steps)),
+            keras.ops.convert_to_numpy(schedule.momentum(steps, 0.8, 0.95)),
+            rtol=1e-6,
+        )
+    # The signature shows the schedule's arguments and defaults, derived from schedules.OneCycle.
+    parameters = inspect.signature(callbacks.OneCycle).parameters
+    for name, parameter in inspect.signature(schedules.OneCycle).parameters.items():
+        if name not in ("max_lr", "total_steps"):
+            assert parameters[name].default == parameter.default, name
+    assert parameters["cycle_momentum"].default is True
+
+
+def test_one_cycle_refuses_a_schedule_and_its_arguments_together():
+    schedule = schedules.OneCycle(0.05, total_steps=8)
+    with pytest.raises(TypeError, match="not both"):
+        callbacks.OneCycle(0.05, schedule=schedule)
+    with pytest.raises(TypeError, match="schedules.OneCycle"):
+        callbacks.OneCycle(schedule=schedules.CosineDecay(0.1, 10))
+    with pytest.raises(TypeError, match="max_lr"):
+        callbacks.OneCycle()
+    with pytest.raises(TypeError, match="warmup"):
+        callbacks.OneCycle(0.05, 8, warmup=3)
+    with pytest.raises(TypeError, match="cycle_momentum"):
+        callbacks.OneCycle(0.05, 8, cycle_momentum="False")
+
+
+def test_all_zero_group_rates_follow_the_schedule_with_a_warning():
+    # The one policy of _rates.group_ratios: ratio 1 for every group, with a warning.
+    hidden, out = keras.optimizers.SGD(0.0), keras.optimizers.SGD(0.0)
+    optimizer = keras.optimizers.MultiOptimizer(
+        keras.optimizers.OptimizerMap(hidden, {".*/out/.*": out})
+    )
+    model = build_model(optimizer)
+    recorder = OwnerRates()
+    schedule = schedules.LinearDecay(0.4, decay_steps=4)
+    with pytest.warns(UserWarning, match="proportions are unknown"):
+        fit(model, epochs=1, callbacks_=[callbacks.LRScheduler(schedule), recorder])
+    expected = keras.ops.convert_to_numpy(schedule(np.arange(4)))
+    for group in range(2):
+        np.testing.assert_allclose([step[group] for step in recorder.rates], expected, rtol=1e-6)
+
+
 # --------------------------------------------------------------------------- resume
 
 
@@ -549,6 +605,7 @@ def test_snapshots_at_cycle_ends_and_their_average(tmp_path, directory):
         assert sorted(os.listdir(tmp_path / "snaps")) == [
             "snapshot-00000009.weights.h5",
             "snapshot-00000012.weights.h5",
+            "snapshots.json",  # the manifest: which run wrote which snapshot
         ]
     expected = np.mean(linear_predictions([recorder.weights[9], recorder.weights[12]], X), axis=0)
     np.testing.assert_allclose(snapshots.predict(X), expected, rtol=1e-5, atol=1e-6)
