@@ -410,6 +410,68 @@ def test_all_zero_group_rates_follow_the_schedule_with_a_warning():
         np.testing.assert_allclose([step[group] for step in recorder.rates], expected, rtol=1e-6)
 
 
+class RaiseAtStep(keras.callbacks.Callback):
+    """Raises ``error`` after the update of ``step``: an error or Ctrl-C in the middle of fit."""
+
+    def __init__(self, step, error):
+        super().__init__()
+        self.step, self.error = step, error
+
+    def on_train_batch_end(self, batch, logs=None):
+        if int(keras.ops.convert_to_numpy(self.model.optimizer.iterations)) == self.step:
+            raise self.error
+
+
+@pytest.mark.parametrize(
+    "error", [RuntimeError("boom"), KeyboardInterrupt()], ids=["exception", "ctrl-c"]
+)
+def test_one_cycle_patch_survives_no_failed_fit(error):
+    model = build_model(keras.optimizers.SGD(0.1, momentum=0.9))
+    with pytest.raises(type(error)):
+        fit(model, 3, [callbacks.OneCycle(0.05, total_steps=12), RaiseAtStep(3, error)])
+    assert all("update_step" not in vars(owner) for owner in rate_owners(model.optimizer))
+
+    # The next fit, without OneCycle, trains with the compiled momentum 0.9 at the rate left.
+    for velocity in model.optimizer.momentums:
+        velocity.assign(np.zeros(velocity.shape, "float32"))
+    initial, rate = (
+        model.get_weights(),
+        float(keras.ops.convert_to_numpy(model.optimizer.learning_rate)),
+    )
+    fit(model, 1, [])
+    expected = simulate_sgd(initial, np.full(4, rate), np.full(4, 0.9))
+    assert_weights_close(model, expected)
+
+
+def test_one_cycle_takes_total_steps_from_the_fit():
+    model = build_model(keras.optimizers.SGD(0.1, momentum=0.9))
+    one_cycle = callbacks.OneCycle(0.05, pct_start=0.25)
+    assert one_cycle.total_steps is None
+    fit(model, 3, [one_cycle])
+    assert one_cycle.total_steps == 3 * STEPS_PER_EPOCH
+    reference = schedules.OneCycle(0.05, 3 * STEPS_PER_EPOCH, pct_start=0.25)
+    steps = np.arange(3 * STEPS_PER_EPOCH)
+    np.testing.assert_allclose(
+        one_cycle.rates, keras.ops.convert_to_numpy(reference(steps)), rtol=1e-6
+    )
+    momenta = keras.ops.convert_to_numpy(reference.momentum(steps))
+    np.testing.assert_allclose(one_cycle.momenta, momenta, rtol=1e-6)
+
+
+def test_one_cycle_warns_once_when_training_past_total_steps():
+    model = build_model(keras.optimizers.SGD(0.1, momentum=0.9))
+    with pytest.warns(UserWarning, match="past total_steps=4") as caught:
+        fit(model, 3, [callbacks.OneCycle(0.05, total_steps=4)])
+    assert sum("past total_steps" in str(w.message) for w in caught) == 1
+
+
+def test_one_cycle_refuses_momentum_cycling_on_torch_at_once(monkeypatch):
+    monkeypatch.setattr(keras.backend, "backend", lambda: "torch")
+    with pytest.raises(ValueError, match="cycle_momentum=False"):
+        callbacks.OneCycle(0.05, total_steps=8)
+    assert callbacks.OneCycle(0.05, total_steps=8, cycle_momentum=False).total_steps == 8
+
+
 # --------------------------------------------------------------------------- resume
 
 
