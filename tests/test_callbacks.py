@@ -716,6 +716,153 @@ def test_snapshot_ensemble_bad_input():
         snapshots.predict(X)
 
 
+class CountBatches(keras.callbacks.Callback):
+    def __init__(self):
+        super().__init__()
+        self.batches = 0
+
+    def on_train_batch_begin(self, batch, logs=None):
+        self.batches += 1
+
+
+@pytest.fixture
+def unwritable_directory(tmp_path):
+    """A folder that exists but cannot be written (as root too: a /proc folder)."""
+    if os.geteuid() == 0:
+        if not os.path.isdir("/proc/self"):
+            pytest.skip("needs /proc to have an unwritable folder as root")
+        yield "/proc/self"
+        return
+    folder = tmp_path / "read-only"
+    folder.mkdir()
+    folder.chmod(0o555)
+    yield folder
+    folder.chmod(0o755)
+
+
+def test_snapshot_folder_that_cannot_be_written_is_refused_when_training_begins(
+    unwritable_directory,
+):
+    model = build_model(keras.optimizers.SGD(0.05))
+    counter = CountBatches()
+    snapshots = callbacks.SnapshotEnsemble(3, directory=unwritable_directory)
+    with pytest.raises(ValueError, match="cannot write to the directory"):
+        fit(model, 2, [snapshots, counter])
+    assert counter.batches == 0
+
+
+def test_snapshots_of_an_earlier_run_are_not_mixed_in(tmp_path):
+    folder = tmp_path / "snaps"
+    earlier = callbacks.SnapshotEnsemble(3, directory=folder)
+    fit(build_model(keras.optimizers.SGD(0.05), seed=1), 3, [earlier])  # ends 3, 6, 9, 12
+    assert [s.step for s in earlier.snapshots] == [3, 6, 9, 12]
+
+    model = build_model(keras.optimizers.SGD(0.05), seed=2)
+    recorder = WeightsAtStep()
+    snapshots = callbacks.SnapshotEnsemble(3, directory=folder)
+    with pytest.warns(UserWarning, match="ignores 4 snapshot file"):
+        fit(model, 2, [snapshots, recorder])  # 8 steps: ends 3, 6
+    assert [s.step for s in snapshots.snapshots] == [3, 6]
+    expected = np.mean(linear_predictions([recorder.weights[3], recorder.weights[6]], X), axis=0)
+    np.testing.assert_allclose(snapshots.predict(X), expected, rtol=1e-5, atol=1e-6)
+
+
+def test_snapshots_of_another_architecture_are_not_mixed_in(tmp_path):
+    folder = tmp_path / "snaps"
+    wide = keras.Sequential([keras.Input((3,)), keras.layers.Dense(4), keras.layers.Dense(1)])
+    wide.compile(optimizer=keras.optimizers.SGD(0.05), loss="mse")
+    fit(wide, 1, [callbacks.SnapshotEnsemble(2, directory=folder)])  # ends 2, 4
+
+    model = build_model(keras.optimizers.SGD(0.05))
+    fit(model, 2, [])  # at step 8: the files' steps are not ahead of this run
+    snapshots = callbacks.SnapshotEnsemble(3, directory=folder)
+    with pytest.warns(UserWarning, match="ignores 2 snapshot file"):
+        fit(model, 3, [snapshots], initial_epoch=2)  # steps 8-12: end 9, 12
+    assert [s.step for s in snapshots.snapshots] == [9, 12]
+
+
+def test_plateau_reduction_on_a_missing_metric_says_which_exist():
+    model = build_model(keras.optimizers.SGD(0.1))
+    counter = CountBatches()
+    reduce = callbacks.ReduceLROnPlateau("val_loss", patience=1)
+    with pytest.raises(ValueError, match=r"'val_loss'.*not among.*: learning_rate, loss\."):
+        fit(model, 3, [reduce, counter])
+    assert counter.batches == STEPS_PER_EPOCH  # refused at the end of the first epoch
+
+
+# --------------------------------------------------------------------------- LearningRateLogger
+
+
+def test_rate_logger_on_a_float_rate_logs_rate_and_momentum():
+    model = build_model(keras.optimizers.SGD(0.1, momentum=0.9))
+    logger = callbacks.LearningRateLogger()
+    history = fit(model, 3, [logger]).history
+    np.testing.assert_allclose(history["learning_rate"], [0.1] * 3, rtol=1e-6)
+    np.testing.assert_allclose(history["momentum"], [0.9] * 3, rtol=1e-6)
+    assert logger.epochs["learning_rate"] == history["learning_rate"]
+
+
+def test_rate_logger_on_a_variable_set_by_a_callback():
+    model = build_model(keras.optimizers.SGD(1.0))
+    logger = callbacks.LearningRateLogger(per_batch=True)
+    fit(model, 5, [callbacks.LRScheduler(step_decay, unit="epoch"), logger])
+    expected = [step_decay(epoch) for epoch in range(5)]
+    np.testing.assert_allclose(logger.epochs["learning_rate"], expected, rtol=1e-6)
+    np.testing.assert_allclose(
+        logger.batches["learning_rate"], np.repeat(expected, STEPS_PER_EPOCH), rtol=1e-6
+    )
+
+
+def test_rate_logger_on_a_schedule_inside_the_optimizer():
+    schedule = schedules.CosineDecay(0.1, decay_steps=12)
+    model = build_model(keras.optimizers.Adam(schedule, beta_1=0.8))
+    logger = callbacks.LearningRateLogger(per_batch=True)
+    history = fit(model, 3, [logger]).history
+    rates = keras.ops.convert_to_numpy(schedule(np.arange(12)))
+    # The rate of each epoch's last update, and of every update.
+    np.testing.assert_allclose(history["learning_rate"], rates[[3, 7, 11]], rtol=1e-6)
+    np.testing.assert_allclose(history["beta_1"], [0.8] * 3, rtol=1e-6)
+    assert logger.batches["step"] == list(range(12))
+    np.testing.assert_allclose(logger.batches["learning_rate"], rates, rtol=1e-6)
+
+
+def test_rate_logger_logs_each_group_of_a_multi_optimizer():
+    hidden = keras.optimizers.SGD(0.01, momentum=0.5)
+    schedule = schedules.LinearDecay(0.2, decay_steps=8)
+    out = keras.optimizers.Adam(schedule)
+    optimizer = keras.optimizers.MultiOptimizer(
+        keras.optimizers.OptimizerMap(hidden, {".*/out/.*": out})
+    )
+    model = build_model(optimizer)
+    history = fit(model, 2, [callbacks.LearningRateLogger()]).history
+    out_rates = keras.ops.convert_to_numpy(schedule(np.array([3, 7])))
+    np.testing.assert_allclose(history[f"learning_rate_{hidden.name}"], [0.01, 0.01], rtol=1e-6)
+    np.testing.assert_allclose(history[f"momentum_{hidden.name}"], [0.5, 0.5], rtol=1e-6)
+    np.testing.assert_allclose(history[f"learning_rate_{out.name}"], out_rates, rtol=1e-6)
+    np.testing.assert_allclose(history[f"beta_1_{out.name}"], [0.9, 0.9], rtol=1e-6)
+    np.testing.assert_allclose(history["learning_rate"], np.maximum(out_rates, 0.01), rtol=1e-6)
+
+
+@pytest.mark.skipif(keras.backend.backend() != "tensorflow", reason="reads TensorFlow events")
+def test_rate_logger_values_reach_tensorboard(tmp_path):
+    import tensorflow as tf
+
+    model = build_model(keras.optimizers.SGD(0.1, momentum=0.9))
+    board = keras.callbacks.TensorBoard(os.fspath(tmp_path), update_freq="batch")
+    fit(model, 2, [callbacks.LearningRateLogger(per_batch=True), board])
+    values: dict[str, list[float]] = {}
+    for root, _, files in os.walk(tmp_path / "train"):
+        for name in files:
+            for event in tf.compat.v1.train.summary_iterator(os.path.join(root, name)):
+                for value in event.summary.value:
+                    if value.tag.startswith(("epoch_", "batch_")):
+                        number = float(tf.make_ndarray(value.tensor))
+                        values.setdefault(value.tag, []).append(number)
+    np.testing.assert_allclose(values["epoch_momentum"], [0.9, 0.9], rtol=1e-6)
+    np.testing.assert_allclose(values["batch_momentum"], [0.9] * 8, rtol=1e-6)
+    np.testing.assert_allclose(values["batch_learning_rate"], [0.1] * 8, rtol=1e-6)
+
+
 # --------------------------------------------------------------------------- other backends
 
 MIRRORED_SCRIPT = """
