@@ -97,19 +97,7 @@ class ReduceLROnPlateau(keras.callbacks.ReduceLROnPlateau):
     def on_train_begin(self, logs: dict | None = None) -> None:
         super().on_train_begin(logs)
         self.best = None
-        wrapped = False
-        for owner in rate_owners(self.model.optimizer):
-            rate = rate_object(owner)
-            if isinstance(rate, (schedules.Scaled, keras.Variable)):
-                continue
-            if not isinstance(rate, Schedule):
-                raise ValueError(
-                    f"Optimizer {owner.name!r} has the callable {rate!r} as its rate, which "
-                    "ReduceLROnPlateau cannot scale: use a float or a LearningRateSchedule."
-                )
-            replace_rate(owner, schedules.Scaled(rate))
-            wrapped = True
-        if wrapped:
+        if _scale_schedules(self.model.optimizer):
             _rebuild_train_function(self.model)
 
     def on_epoch_end(self, epoch: int, logs: dict | None = None) -> None:
@@ -144,17 +132,12 @@ class ReduceLROnPlateau(keras.callbacks.ReduceLROnPlateau):
         """Multiply each owner's rate by ``factor`` (not below ``min_lr``); True if any moved."""
         reduced = False
         for owner in owners:
-            old_rate = current_rate(owner)
-            if old_rate <= np.float32(self.min_lr):
+            new_rate = _reduce_rate(owner, self.factor, self.min_lr)
+            if new_rate is None:
                 continue
-            new_rate = max(old_rate * self.factor, self.min_lr)
-            if isinstance(rate_object(owner), schedules.Scaled):
-                factor = rate_object(owner).factor
-                factor.assign(_to_float(factor) * new_rate / old_rate)
-                if keras.backend.backend() == "jax":
-                    _rebuild_train_function(self.model)
-            else:
-                owner.learning_rate = new_rate
+            scaled = isinstance(rate_object(owner), schedules.Scaled)
+            if scaled and keras.backend.backend() == "jax":
+                _rebuild_train_function(self.model)  # a compiled JAX step read the old factor
             reduced = True
             if self.verbose > 0:
                 print(
@@ -162,3 +145,41 @@ class ReduceLROnPlateau(keras.callbacks.ReduceLROnPlateau):
                     f"{owner.name} to {new_rate}."
                 )
         return reduced
+
+
+def _scale_schedules(optimizer: keras.optimizers.Optimizer) -> bool:
+    """Wrap every schedule rate in ``schedules.Scaled``; True if any was wrapped.
+
+    Raises:
+        ValueError: for a rate that is a callable but not a ``LearningRateSchedule``.
+    """
+    wrapped = False
+    for owner in rate_owners(optimizer):
+        rate = rate_object(owner)
+        if isinstance(rate, (schedules.Scaled, keras.Variable)):
+            continue
+        if not isinstance(rate, Schedule):
+            raise ValueError(
+                f"Optimizer {owner.name!r} has the callable {rate!r} as its rate, which "
+                "ReduceLROnPlateau cannot scale: use a float or a LearningRateSchedule."
+            )
+        replace_rate(owner, schedules.Scaled(rate))
+        wrapped = True
+    return wrapped
+
+
+def _reduce_rate(owner: keras.optimizers.Optimizer, factor: float, min_lr: float) -> float | None:
+    """Multiply ``owner``'s rate by ``factor``, not below ``min_lr``: the new rate, or None.
+
+    A float rate is assigned; a ``schedules.Scaled`` rate has its factor lowered.
+    """
+    old_rate = current_rate(owner)
+    if old_rate <= np.float32(min_lr):
+        return None
+    new_rate = max(old_rate * factor, min_lr)
+    if isinstance(rate_object(owner), schedules.Scaled):
+        scale = rate_object(owner).factor
+        scale.assign(_to_float(scale) * new_rate / old_rate)
+    else:
+        owner.learning_rate = new_rate
+    return new_rate

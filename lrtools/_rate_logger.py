@@ -61,14 +61,14 @@ class LearningRateLogger(keras.callbacks.Callback):
     ``keras.optimizers.MultiOptimizer``, through a ``LossScaleOptimizer``. The
     values go into the ``logs`` Keras passes on, so ``History`` records them and
     ``keras.callbacks.TensorBoard`` writes them (as ``epoch_learning_rate``,
-    ``epoch_momentum``, ...), and are also kept in :attr:`epochs`. Keys:
+    ``epoch_momentum``, ...), and are also kept in ``epochs``. Keys:
     ``learning_rate`` and ``momentum`` (SGD, RMSprop) or ``beta_1`` (Adam family);
     for a ``MultiOptimizer``, ``learning_rate`` is the largest group's and each group
     adds ``learning_rate_<name>`` and ``momentum_<name>`` / ``beta_1_<name>``.
 
     With ``per_batch=True`` the values of every batch are added to the batch logs
     (TensorBoard with ``update_freq="batch"`` writes them as ``batch_learning_rate``
-    ...) and kept in :attr:`batches`, with the step in ``"step"``.
+    ...) and kept in ``batches``, with the step in ``"step"``.
 
     Order: Keras calls callbacks in list order and adds ``History`` last, so
     ``History`` always sees these values; put this callback *before*

@@ -210,7 +210,7 @@ class LRScheduler(keras.callbacks.Callback):
 
     def _reference_rate(self) -> float:
         """The rate the schedule sets: the largest group's rate."""
-        return max(_to_float(owner.learning_rate) for owner in self._owner_list)
+        return max(current_rate(owner) for owner in self._owner_list)
 
     def _apply(self, t: int) -> float:
         """Set the rate for position ``t`` and return it, as the optimizer holds it."""
