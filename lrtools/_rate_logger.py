@@ -92,6 +92,8 @@ class LearningRateLogger(keras.callbacks.Callback):
     def __init__(self, per_batch: bool = False):
         super().__init__()
         self.per_batch = check_flag("per_batch", per_batch)
+        # Without per-batch logging the batch hook does nothing: let Keras dispatch batches async.
+        self.async_safe = not self.per_batch
         self.epochs: dict[str, list[float]] = {}
         self.batches: dict[str, list[float]] = {}
 
