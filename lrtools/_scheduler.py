@@ -1,0 +1,270 @@
+"""``LRScheduler`` and the small helpers every lrtools callback shares.
+
+Public through :mod:`lrtools.callbacks`; see its docstring.
+"""
+
+from __future__ import annotations
+
+import inspect
+import math
+from collections.abc import Callable
+from typing import Any
+
+import keras
+import numpy as np
+from keras import ops
+
+from lrtools import schedules
+from lrtools._checks import check_choice
+from lrtools._rates import current_rate, group_ratios, rate_object, rate_owners
+
+Schedule = keras.optimizers.schedules.LearningRateSchedule
+
+
+def _to_float(value: Any) -> float:
+    return float(ops.convert_to_numpy(value))
+
+
+def _current_step(optimizer: keras.optimizers.Optimizer) -> int:
+    return int(ops.convert_to_numpy(optimizer.iterations))
+
+
+class _StepTable:
+    """The values of a pure, vectorised function of the step, computed a block at a time.
+
+    Evaluating a schedule eagerly costs a few tenths of a millisecond per call (one
+    backend op per term of its formula), which a batch-level callback would pay at every
+    step. Schedules are pure functions of the step and accept an array of steps, so one
+    call gives the values of the next ``BLOCK`` steps, and each later step is a lookup.
+    A step outside the block computes a new block starting there (a resumed or rewound run
+    included), so the values are the function's, whatever order the steps come in.
+    """
+
+    BLOCK = 1024
+
+    def __init__(self, function: Callable[[Any], Any]):
+        self.function = function
+        self._first = 0
+        self._values = np.empty(0)
+
+    def __call__(self, step: int) -> float:
+        offset = step - self._first
+        if not 0 <= offset < len(self._values):
+            self._first, offset = step, 0
+            steps = np.arange(step, step + self.BLOCK)
+            self._values = np.asarray(ops.convert_to_numpy(self.function(steps)), np.float64)
+        return float(self._values[offset])
+
+
+def _is_pure_schedule(schedule: Any) -> bool:
+    """Whether ``schedule`` is an lrtools schedule whose value depends on the step alone.
+
+    An lrtools schedule says so through its ``is_pure`` property. Where that property is
+    missing (an older lrtools), the schedule is pure unless it holds a ``keras.Variable``
+    that training code may assign (``schedules.Scaled``'s factor), at any depth of nesting.
+    Schedules from elsewhere are evaluated at every call.
+    """
+    if not isinstance(schedule, schedules._Schedule):
+        return False
+    is_pure = getattr(schedule, "is_pure", None)
+    if is_pure is not None:
+        return bool(is_pure)
+    pending: list[Any] = [schedule]
+    while pending:
+        value = pending.pop()
+        if isinstance(value, keras.Variable):
+            return False
+        if isinstance(value, schedules._Schedule):
+            pending.extend(vars(value).values())
+        elif isinstance(value, list | tuple):
+            pending.extend(value)
+    return True
+
+
+def _rebuild_train_function(model: keras.Model) -> None:
+    """Make the next training step trace again, so that it sees changed Python state."""
+    model.make_train_function(force=True)
+
+
+def _settable_rate_owners(optimizer: keras.optimizers.Optimizer, caller: str) -> list:
+    """The rate owners of ``optimizer``, refusing any whose rate is not a variable."""
+    owners = rate_owners(optimizer)
+    for owner in owners:
+        if not isinstance(rate_object(owner), keras.Variable):
+            raise ValueError(
+                f"{caller} sets the learning rate itself, but optimizer {owner.name!r} was "
+                f"compiled with {rate_object(owner)!r} as its rate. Compile it with a float "
+                f"learning_rate and give the schedule to {caller}, or keep the schedule in the "
+                "optimizer and drop the callback."
+            )
+    return owners
+
+
+# --------------------------------------------------------------------------- LRScheduler
+
+
+class LRScheduler(keras.callbacks.Callback):
+    """Set the optimizer's learning rate from a schedule or a Python function.
+
+    The position ``t`` is the optimizer's step counter (``optimizer.iterations``)
+    with ``unit="batch"``, and the epoch number Keras passes with ``unit="epoch"``,
+    so a resumed run (``initial_epoch``, or a reloaded ``.keras`` model) sets the
+    same rates as an uninterrupted one. ``schedule`` may be:
+
+    - a ``keras.optimizers.schedules.LearningRateSchedule`` (every
+      ``lrtools.schedules`` class): ``lr = schedule(t)``;
+    - a function ``f(t)`` returning the rate, such as an article's
+      ``step_decay(epoch)``;
+    - a function ``f(t, lr)`` that also receives the current rate, like
+      ``keras.callbacks.LearningRateScheduler``'s.
+
+    The rate is set before each batch (``"batch"``) or each epoch (``"epoch"``).
+    ``logs["learning_rate"]`` receives the rate at the end of every epoch, so
+    ``History`` records it, and the rate of every batch is kept in
+    ``steps`` / ``rates``.
+
+    A ``keras.optimizers.MultiOptimizer`` has one rate per group. The schedule
+    then sets the rate of the group that had the largest rate when training
+    began, and every other group keeps its ratio to it:
+    ``lr_group(t) = schedule(t) * lr_group(begin) / max_g lr_g(begin)``.
+    Since the rates are saved with the model, a resumed run finds the same ratios.
+    When every group's rate is 0 at that moment, the ratios are unknown: every
+    group then follows the schedule with the ratio 1, and a ``UserWarning`` says so
+    (the one policy of ``lrtools._rates.group_ratios``).
+
+    The optimizer must be compiled with a float learning rate (Keras then holds it
+    in a variable that this callback assigns); an optimizer compiled with a
+    schedule is refused with a ``ValueError``, because the two would fight over
+    the rate. With ``steps_per_execution > 1`` Keras calls batch callbacks once
+    per execution, so the rate changes once per execution.
+
+    Args:
+        schedule: a ``LearningRateSchedule``, or a function ``f(t)`` or
+            ``f(t, lr)`` returning a finite rate >= 0.
+        unit: ``"batch"`` (``t`` is the global step) or ``"epoch"`` (``t`` is
+            the epoch number, from 0).
+
+    Raises:
+        ValueError: for an unknown ``unit``; during training, for a rate that is
+            not finite or negative, or an optimizer compiled with a schedule.
+        TypeError: if ``schedule`` is not callable, takes neither one nor two
+            positional arguments, or returns something that is not a number; if
+            ``unit`` is not a string.
+
+    Example:
+
+    >>> def step_decay(epoch):
+    ...     return 0.1 * 0.5 ** (epoch // 10)
+    >>> scheduler = LRScheduler(step_decay, unit="epoch")
+    >>> # model.fit(x, y, epochs=30, callbacks=[scheduler])
+    >>> # history.history["learning_rate"] -> [0.1, ..., 0.05, ..., 0.025, ...]
+    """
+
+    UNITS = ("batch", "epoch")
+
+    def __init__(self, schedule: Schedule | Callable[..., float], unit: str = "batch"):
+        super().__init__()
+        self.unit = check_choice("unit", unit, self.UNITS)
+        self._set_schedule(schedule)
+        self.steps: list[int] = []
+        self.rates: list[float] = []
+        self._ratios: list[float] = []
+        self._owner_list: list = []
+
+    def _set_schedule(self, schedule: Schedule | Callable[..., float]) -> None:
+        self._passes_rate = _passes_rate(schedule)
+        self.schedule = schedule
+        self._table = _StepTable(schedule) if _is_pure_schedule(schedule) else None
+
+    def rate_at(self, t: int, current_rate: float) -> float:
+        """The rate the schedule gives at position ``t`` (a step or an epoch).
+
+        Args:
+            t: the step (``unit="batch"``) or epoch (``unit="epoch"``).
+            current_rate: the rate in force, passed to ``f(t, lr)`` functions.
+
+        Returns:
+            The rate, a finite float >= 0.
+
+        Raises:
+            ValueError: if the schedule returns a non-finite or negative rate.
+            TypeError: if it returns something that is not a number.
+        """
+        if self._table is not None:
+            rate = self._table(t)
+            if math.isfinite(rate) and rate >= 0:
+                return rate
+        value = self.schedule(t, current_rate) if self._passes_rate else self.schedule(t)
+        try:
+            rate = _to_float(value)
+        except (TypeError, ValueError):
+            raise TypeError(
+                f"The schedule returned {value!r} at {self.unit} {t}; it must return a number."
+            ) from None
+        if not math.isfinite(rate) or rate < 0:
+            raise ValueError(
+                f"The schedule returned the rate {rate} at {self.unit} {t}; a learning rate "
+                "must be a finite number >= 0. Check the function passed to LRScheduler."
+            )
+        return rate
+
+    def _reference_rate(self) -> float:
+        """The rate the schedule sets: the largest group's rate."""
+        return max(current_rate(owner) for owner in self._owner_list)
+
+    def _apply(self, t: int) -> float:
+        """Set the rate for position ``t`` and return it, as the optimizer holds it."""
+        current = self._reference_rate() if self._passes_rate else math.nan
+        rate = self.rate_at(t, current)
+        for owner, ratio in zip(self._owner_list, self._ratios, strict=True):
+            owner.learning_rate = rate * ratio
+        # The largest group (ratio 1) now holds ``rate``, rounded to its variable's dtype.
+        return float(np.asarray(rate, dtype=rate_object(self._owner_list[0]).dtype))
+
+    def on_train_begin(self, logs: dict | None = None) -> None:
+        # The owners are found and checked once per fit, not at every batch.
+        self._owner_list = _settable_rate_owners(self.model.optimizer, type(self).__name__)
+        # One rule for several groups (``_rates.group_ratios``): every group keeps its
+        # proportion to the largest; when all rates are 0, all follow with ratio 1 (warned).
+        self._ratios = group_ratios([current_rate(owner) for owner in self._owner_list])
+
+    def on_epoch_begin(self, epoch: int, logs: dict | None = None) -> None:
+        if self.unit == "epoch":
+            self._apply(epoch)
+
+    def on_train_batch_begin(self, batch: int, logs: dict | None = None) -> None:
+        step = _current_step(self.model.optimizer)
+        # With unit="epoch" another callback may have changed the rate since the epoch began.
+        rate = self._apply(step) if self.unit == "batch" else self._reference_rate()
+        self.steps.append(step)
+        self.rates.append(rate)
+
+    def on_epoch_end(self, epoch: int, logs: dict | None = None) -> None:
+        if logs is not None:
+            logs["learning_rate"] = self._reference_rate()
+
+
+def _passes_rate(schedule: Any) -> bool:
+    """Whether ``schedule`` is called as ``f(t, lr)`` (True) or ``f(t)`` (False)."""
+    if isinstance(schedule, Schedule):
+        return False
+    if not callable(schedule):
+        raise TypeError(
+            f"schedule must be a LearningRateSchedule or a function, got {type(schedule).__name__}."
+        )
+    try:
+        signature = inspect.signature(schedule)
+    except (TypeError, ValueError):
+        raise TypeError(
+            f"Cannot read the signature of {schedule!r}: wrap it in a Python function "
+            "f(t) or f(t, lr)."
+        ) from None
+    for arguments, passes_rate in (((0, 0.0), True), ((0,), False)):
+        try:
+            signature.bind(*arguments)
+        except TypeError:
+            continue
+        return passes_rate
+    raise TypeError(
+        f"The schedule function must accept (t) or (t, lr); its signature is {signature}."
+    )
