@@ -53,14 +53,10 @@ import pandas as pd  # noqa: E402
 
 from lrtools import callbacks, schedules  # noqa: E402
 from lrtools.data import Dataset, load_digits  # noqa: E402
-from lrtools.experiments import (  # noqa: E402
-    Config,
-    digits_cnn,
-    has_accelerator,
-    rate_sweep,
-    run_experiment,
-)
+from lrtools.experiments import Config, rate_sweep, run_experiment  # noqa: E402
 from lrtools.finder import lr_range_test  # noqa: E402
+from lrtools.models import digits_cnn  # noqa: E402
+from lrtools.runtime import has_accelerator  # noqa: E402
 from lrtools.tuning import search_learning_rate  # noqa: E402
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))

@@ -11,8 +11,9 @@ Modules:
   one-cycle momentum, snapshot ensembles, plateau reduction on any schedule).
 - ``lrtools.optimizers``: per-layer-group (discriminative) learning rates.
 - ``lrtools.tuning``: keras-tuner search over the learning rate.
-- ``lrtools.data``, ``lrtools.experiments``, ``lrtools.plotting``: the data,
-  experiment runner and figures the book shares.
+- ``lrtools.data``, ``lrtools.models``, ``lrtools.experiments``, ``lrtools.plotting``:
+  the data, small networks, experiment runner and figures the book shares.
+- ``lrtools.runtime``: what the machine offers (``has_accelerator``).
 
 Only ``schedules`` is imported eagerly; the other modules load on first use, so
 ``import lrtools`` needs nothing beyond Keras and NumPy.
@@ -34,7 +35,17 @@ from lrtools import schedules
 
 __version__ = "0.1.0"
 
-_SUBMODULES = ("callbacks", "data", "experiments", "finder", "optimizers", "plotting", "tuning")
+_SUBMODULES = (
+    "callbacks",
+    "data",
+    "experiments",
+    "finder",
+    "models",
+    "optimizers",
+    "plotting",
+    "runtime",
+    "tuning",
+)
 _SHORTCUTS = {"lr_range_test": "finder", "RangeTestResult": "finder"}
 
 __all__ = ["schedules", *_SUBMODULES, *_SHORTCUTS, "__version__"]

@@ -27,6 +27,9 @@ from typing import Any, Literal
 
 import numpy as np
 
+from lrtools._checks import check_choice, check_count, check_fraction
+from lrtools._extras import require
+
 KERAS_DATASETS: tuple[str, ...] = ("mnist", "fashion_mnist", "cifar10")
 
 # The files each Keras loader reads, relative to Keras's cache folder
@@ -103,9 +106,9 @@ class Dataset:
         )
 
 
-def _check_fraction(name: str, value: float) -> None:
-    if not 0.0 < value < 1.0:
-        raise ValueError(f"{name} must be strictly between 0 and 1, got {value!r}.")
+def _check_fraction(name: str, value: float) -> float:
+    """Return ``value`` if it is a share strictly between 0 and 1."""
+    return check_fraction(name, value, low_open=True, high_open=True)
 
 
 def _stratified_split(
@@ -181,9 +184,10 @@ def load_digits(
         training, 269 validation and 359 test examples.
 
     Raises:
-        ValueError: if ``kind`` is unknown or the fractions are not in (0, 1)
-            or leave no training data.
-        ImportError: if scikit-learn is not installed.
+        TypeError: if ``kind`` is not a string, or ``seed`` or a fraction not a number.
+        ValueError: if ``kind`` is unknown, ``seed`` is negative, or the fractions
+            are not in (0, 1) or leave no training data.
+        ImportError: if scikit-learn is not installed (the ``[data]`` extra).
 
     Example:
 
@@ -191,21 +195,17 @@ def load_digits(
     >>> data.x_train.shape[1:], float(data.x_train.max()) <= 1.0
     ((8, 8, 1), True)
     """
-    if kind not in ("images", "flat"):
-        raise ValueError(f'kind must be "images" or "flat", got {kind!r}.')
-    _check_fraction("val_fraction", val_fraction)
-    _check_fraction("test_fraction", test_fraction)
+    kind = check_choice("kind", kind, ("images", "flat"))
+    seed = check_count("seed", seed, minimum=0)
+    val_fraction = _check_fraction("val_fraction", val_fraction)
+    test_fraction = _check_fraction("test_fraction", test_fraction)
     if val_fraction + test_fraction >= 1.0:
         raise ValueError(
             f"val_fraction + test_fraction must be below 1 to leave training data, "
             f"got {val_fraction} + {test_fraction}."
         )
-    try:
-        from sklearn.datasets import load_digits as sklearn_load_digits
-    except ImportError as err:  # pragma: no cover - depends on the installation
-        raise ImportError("load_digits needs scikit-learn: pip install 'lrtools[data]'.") from err
-
-    bunch = sklearn_load_digits()
+    datasets = require("sklearn.datasets", extra="data", feature="lrtools.data.load_digits()")
+    bunch = datasets.load_digits()
     pixels = (bunch.images / 16.0).astype("float32")
     inputs = pixels[..., np.newaxis] if kind == "images" else pixels.reshape(len(pixels), -1)
     labels = bunch.target.astype("int64")
@@ -238,6 +238,7 @@ def keras_cache_paths(name: str) -> list[str]:
         Absolute paths, one per file the loader reads.
 
     Raises:
+        TypeError: if ``name`` is not a string.
         ValueError: if ``name`` is not a supported data set.
 
     Example:
@@ -259,6 +260,8 @@ def keras_cache_paths(name: str) -> list[str]:
 
 
 def _check_name(name: str) -> None:
+    if not isinstance(name, str):
+        raise TypeError(f"`name` must be one of {', '.join(KERAS_DATASETS)}, got {name!r}.")
     if name not in KERAS_DATASETS:
         raise ValueError(
             f"Unknown data set {name!r}; choose one of {', '.join(KERAS_DATASETS)}, "
@@ -301,7 +304,9 @@ def load_keras_dataset(
         A :class:`Dataset` named after the data set.
 
     Raises:
-        ValueError: if ``name`` is unknown or ``val_fraction`` is not in (0, 1).
+        TypeError: if ``name`` is not a string, or ``seed`` or ``val_fraction`` not a number.
+        ValueError: if ``name`` is unknown, ``seed`` is negative or ``val_fraction``
+            is not in (0, 1).
         DatasetUnavailableError: if the data is not cached and cannot be
             downloaded (no network); the message says where to put the files.
 
@@ -312,7 +317,8 @@ def load_keras_dataset(
     (28, 28, 1)
     """
     _check_name(name)
-    _check_fraction("val_fraction", val_fraction)
+    seed = check_count("seed", seed, minimum=0)
+    val_fraction = _check_fraction("val_fraction", val_fraction)
     try:
         (x_train, y_train), (x_test, y_test) = _keras_loader(name)()
     except Exception as err:
@@ -385,8 +391,10 @@ def make_sequence_task(
         correct tokens.
 
     Raises:
+        TypeError: if ``task`` is not a string, or a size or ``seed`` not a number
+            (``True`` included).
         ValueError: for an unknown ``task``, ``length`` or ``vocab_size`` below
-            2, or a split size below 1.
+            2, a split size below 1, a size that is not whole, or a negative ``seed``.
 
     Example:
 
@@ -396,17 +404,13 @@ def make_sequence_task(
     >>> bool((np.sort(data.x_train, axis=1) == data.y_train).all())
     True
     """
-    if task not in SEQUENCE_TASKS:
-        raise ValueError(f"task must be one of {', '.join(SEQUENCE_TASKS)}, got {task!r}.")
-    for name, value, minimum in (
-        ("length", length, 2),
-        ("vocab_size", vocab_size, 2),
-        ("train_size", train_size, 1),
-        ("val_size", val_size, 1),
-        ("test_size", test_size, 1),
-    ):
-        if isinstance(value, bool) or not isinstance(value, (int, np.integer)) or value < minimum:
-            raise ValueError(f"{name} must be an integer of at least {minimum}, got {value!r}.")
+    task = check_choice("task", task, SEQUENCE_TASKS)
+    length = check_count("length", length, minimum=2)
+    vocab_size = check_count("vocab_size", vocab_size, minimum=2)
+    train_size = check_count("train_size", train_size)
+    val_size = check_count("val_size", val_size)
+    test_size = check_count("test_size", test_size)
+    seed = check_count("seed", seed, minimum=0)
 
     rng = np.random.default_rng(seed)
     tokens = rng.integers(0, vocab_size, size=(train_size + val_size + test_size, length))

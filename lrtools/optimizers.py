@@ -15,14 +15,13 @@ a ``MultiOptimizer`` in group order, to read or change their rates.
 
 from __future__ import annotations
 
-import math
-import numbers
 import re
 from collections.abc import Sequence
 from typing import TypeAlias
 
 import keras
 
+from lrtools._checks import check_rate
 from lrtools._rates import rate_owners
 
 __all__ = ["discriminative", "rate_owners"]
@@ -78,8 +77,10 @@ def discriminative(
         it to ``model.compile``.
 
     Raises:
-        TypeError: if ``optimizer`` is not a plain Keras optimizer, or a rate is
-            neither a number nor a ``LearningRateSchedule``.
+        TypeError: if ``optimizer`` is not a plain Keras optimizer, a rate is
+            neither a number nor a ``LearningRateSchedule``, ``lrs`` is neither a
+            list nor a pair, or ``groups`` is not a list of groups of layers and
+            layer names.
         ValueError: if the model is not built, a group is empty, has no weights
             or names an unknown layer, a layer (or a weight) is in two groups,
             the number of rates differs from the number of groups, ``low >
@@ -145,7 +146,7 @@ def _resolve_groups(
     if groups is None:
         return [[layer] for layer in model.layers if layer.weights]
     if isinstance(groups, (str, keras.layers.Layer)) or not isinstance(groups, Sequence):
-        raise ValueError(
+        raise TypeError(
             "`groups` must be a list of layer groups, e.g. [model.layers[:2], 'head']; "
             f"got {groups!r}."
         )
@@ -184,8 +185,8 @@ def _resolve_layer(model: keras.Model, member: object, group_index: int) -> kera
                 f"Group {group_index} names layer {member!r}, which the model does not have. "
                 f"Its layers are {[layer.name for layer in model.layers]}."
             ) from error
-    raise ValueError(
-        f"Group {group_index} contains {member!r}; a group member must be a Keras layer "
+    raise TypeError(
+        f"`groups[{group_index}]` contains {member!r}; a group member must be a Keras layer "
         "or a layer name."
     )
 
@@ -206,9 +207,7 @@ def _group_rates(
                 f"A tuple of rates must be a (low, high) pair; got {len(lrs)} values. "
                 "Pass one rate per group as a list instead."
             )
-        low, high = (
-            _positive_rate(rate, name) for rate, name in zip(pair, ("low", "high"), strict=True)
-        )
+        low, high = check_rate("low", pair[0]), check_rate("high", pair[1])
         if low > high:
             raise ValueError(
                 f"low={low} is greater than high={high}: the first group gets the lower rate."
@@ -236,15 +235,13 @@ def _group_rates(
 
 
 def _positive_rate(rate: object, name: str) -> float:
-    """Return `rate` as a float, or raise if it is not a positive finite number."""
-    if isinstance(rate, bool) or not isinstance(rate, numbers.Real):
+    """Return a group's `rate` as a float (``check_rate``), naming schedules in a type error."""
+    try:
+        return check_rate(name, rate)
+    except TypeError:
         raise TypeError(
-            f"{name} must be a number or a LearningRateSchedule; got {type(rate).__name__}."
-        )
-    value = float(rate)
-    if not math.isfinite(value) or value <= 0:
-        raise ValueError(f"{name} must be a positive finite learning rate; got {value}.")
-    return value
+            f"`{name}` must be a number or a LearningRateSchedule, got {rate!r}."
+        ) from None
 
 
 def _layer_pattern(layer: keras.layers.Layer) -> str:

@@ -20,7 +20,6 @@ from __future__ import annotations
 import contextlib
 import dataclasses
 import math
-import numbers
 import os
 import tempfile
 from collections.abc import Callable, Mapping
@@ -28,6 +27,9 @@ from typing import TYPE_CHECKING, Any
 
 import keras
 import numpy as np
+
+from lrtools._checks import check_choice, check_count, check_flag, check_rate
+from lrtools._extras import require
 
 if TYPE_CHECKING:
     import keras_tuner
@@ -62,7 +64,9 @@ class LRSearchResult:
             epochs a Hyperband trial inherited), ``epochs`` (the epoch the
             trial trained up to) and ``status`` (keras-tuner's, e.g.
             ``"COMPLETED"``). A diverged trial is kept, with the worst
-            possible objective (``inf`` for a loss).
+            possible objective (``inf`` for a loss). A trial that failed
+            (raised) is listed with its status and a NaN objective, and never
+            counts as the best.
         tuner: the keras-tuner tuner, for anything more (its files are gone if
             the search ran in a temporary directory).
     """
@@ -79,7 +83,7 @@ def search_learning_rate(
     x: Any,
     y: Any,
     *,
-    validation_data: tuple[Any, Any],
+    validation_data: tuple[Any, Any] | None,
     strategy: str = "random",
     min_lr: float = 1e-5,
     max_lr: float = 1.0,
@@ -135,7 +139,9 @@ def search_learning_rate(
             yours; ``objective`` must be one of the logs of ``fit``.
         x, y: the training data, NumPy arrays (or nested structures of arrays)
             as for ``model.fit``.
-        validation_data: ``(x_val, y_val)``, used for the objective.
+        validation_data: ``(x_val, y_val)``, used for the objective; ``None``
+            only with an objective that ``fit`` logs without it (``"loss"``, or a
+            ``"val_"`` metric with ``fit_kwargs={"validation_split": 0.2}``).
         strategy: one of ``"grid"``, ``"random"``, ``"bayesian"``, ``"hyperband"``.
         min_lr, max_lr: the range of rates, ``0 < min_lr < max_lr``.
         max_trials: the number of trials (see the strategies).
@@ -171,15 +177,22 @@ def search_learning_rate(
     Raises:
         ValueError: for an unknown ``strategy``, ``min_lr >= max_lr``, a
             non-positive or non-finite rate, ``max_trials``, ``epochs`` or
-            ``batch_size`` below 1, empty ``schedules``, fewer ``max_trials``
-            than schedules for ``"grid"``, or ``fit_kwargs`` / ``tuner_kwargs``
-            that set what this function sets (``epochs``, ``objective``, ...).
-        TypeError: if ``min_lr`` or ``max_lr`` is not a number, ``build_model``
-            or a schedule factory is not callable, a factory returns no
-            ``LearningRateSchedule``, or ``build_model`` returns a model that
-            is not compiled (the last two as keras-tuner's ``FatalTypeError``,
-            a ``TypeError`` that stops the search).
-        RuntimeError: if no trial completed.
+            ``batch_size`` below 1 (or not whole), a negative ``seed``, empty
+            ``schedules``, fewer ``max_trials`` than schedules for ``"grid"``,
+            or ``fit_kwargs`` / ``tuner_kwargs`` that set what this function
+            sets (``epochs``, ``objective``, ...).
+        TypeError: if ``strategy`` is not a string, a rate or a count is not a
+            number, ``overwrite`` is not a ``bool``, ``schedules`` is not a dict
+            of names, ``build_model`` or a schedule factory is not callable, a
+            factory returns no ``LearningRateSchedule``, or ``build_model``
+            returns a model that is not compiled (the last two as keras-tuner's
+            ``FatalTypeError``, a ``TypeError`` that stops the search).
+        RuntimeError: if no trial completed: failed trials never count, and
+            the message quotes the first trial's error (for example an
+            objective such as ``"val_loss"`` that ``fit`` does not log because
+            there is no validation data).
+        ImportError: if keras-tuner or pandas is not installed (the
+            ``[tuning]`` extra).
 
     Example::
 
@@ -198,42 +211,25 @@ def search_learning_rate(
         )
         result.best_learning_rate, result.trials
     """
+    require("keras_tuner", extra="tuning", feature="search_learning_rate()")
+    require("pandas", extra="tuning", feature="search_learning_rate()")
     if not callable(build_model):
         raise TypeError(
             f"build_model must be a function learning_rate -> compiled model; got {build_model!r}."
         )
-    if strategy not in STRATEGIES:
-        raise ValueError(f"Unknown strategy {strategy!r}; use one of {', '.join(STRATEGIES)}.")
-    for name, rate in (("min_lr", min_lr), ("max_lr", max_lr)):
-        if isinstance(rate, bool) or not isinstance(rate, numbers.Real):
-            raise TypeError(f"{name} must be a number; got {type(rate).__name__}.")
-        if not math.isfinite(rate) or rate <= 0:
-            raise ValueError(f"{name} must be a positive finite learning rate; got {rate!r}.")
-    if min_lr >= max_lr:
-        raise ValueError(f"min_lr ({min_lr}) must be smaller than max_lr ({max_lr}).")
-    for name, count in (("max_trials", max_trials), ("epochs", epochs), ("batch_size", batch_size)):
-        if isinstance(count, bool) or not isinstance(count, numbers.Integral) or count < 1:
-            raise ValueError(f"{name} must be a positive integer; got {count!r}.")
+    strategy = check_choice("strategy", strategy, STRATEGIES)
+    min_lr, max_lr = _check_rate_range(min_lr, max_lr)
+    max_trials = check_count("max_trials", max_trials)
+    epochs = check_count("epochs", epochs)
+    batch_size = check_count("batch_size", batch_size)
     schedules = _check_schedules(schedules)
-    grid_rates = None
-    if strategy == "grid":
-        rates_per_schedule = max_trials // len(schedules)
-        if rates_per_schedule < 1:
-            raise ValueError(
-                f"A grid over {len(schedules)} schedules needs max_trials >= {len(schedules)}; "
-                f"got {max_trials}."
-            )
-        grid_rates = [float(rate) for rate in np.geomspace(min_lr, max_lr, rates_per_schedule)]
-
-    first_input = keras.tree.flatten(x)[0]
-    steps_per_epoch = math.ceil(len(first_input) / batch_size)
     hypermodel = _learning_rate_hypermodel(
         build_model,
         min_lr=min_lr,
         max_lr=max_lr,
-        grid_rates=grid_rates,
+        grid_rates=_grid_rates(strategy, min_lr, max_lr, max_trials, len(schedules)),
         schedules=schedules,
-        steps_per_epoch=steps_per_epoch,
+        steps_per_epoch=math.ceil(len(keras.tree.flatten(x)[0]) / batch_size),
         epochs=epochs,
     )
     fit_arguments = {
@@ -247,17 +243,12 @@ def search_learning_rate(
         "objective": objective,
         "max_trials": max_trials,
         "max_epochs": epochs,
-        "seed": seed,
-        "directory": directory,
+        "seed": None if seed is None else check_count("seed", seed, minimum=0),
         "project_name": project_name,
-        "overwrite": overwrite,
+        "overwrite": check_flag("overwrite", overwrite),
     }
-    _check_no_overlap("tuner_kwargs", tuner_kwargs, tuner_arguments)
-    if directory is None:
-        scratch = tempfile.TemporaryDirectory(prefix="lrtools_search_")
-    else:
-        scratch = contextlib.nullcontext(os.fspath(directory))
-    with scratch as tuner_directory:
+    _check_no_overlap("tuner_kwargs", tuner_kwargs, {**tuner_arguments, "directory": directory})
+    with _tuner_directory(directory) as tuner_directory:
         tuner = _make_tuner(
             strategy,
             hypermodel,
@@ -265,10 +256,84 @@ def search_learning_rate(
             tuner_kwargs or {},
         )
         hypermodel.objective = tuner.oracle.objective
-        tuner.search(x, y, **fit_arguments, **(fit_kwargs or {}))
+        _run_search(tuner, x, y, {**fit_arguments, **(fit_kwargs or {})})
         if _is_distributed_worker():
             return None
         return _collect_results(tuner, schedules, epochs)
+
+
+def _check_rate_range(min_lr: Any, max_lr: Any) -> tuple[float, float]:
+    """Return ``(min_lr, max_lr)`` as floats, two positive finite rates in increasing order."""
+    min_lr, max_lr = check_rate("min_lr", min_lr), check_rate("max_lr", max_lr)
+    if min_lr >= max_lr:
+        raise ValueError(f"`min_lr` ({min_lr}) must be smaller than `max_lr` ({max_lr}).")
+    return min_lr, max_lr
+
+
+def _grid_rates(
+    strategy: str, min_lr: float, max_lr: float, max_trials: int, num_schedules: int
+) -> list[float] | None:
+    """The rates of a ``"grid"`` search (``None`` for the other strategies)."""
+    if strategy != "grid":
+        return None
+    rates_per_schedule = max_trials // num_schedules
+    if rates_per_schedule < 1:
+        raise ValueError(
+            f"A grid over {num_schedules} schedules needs `max_trials` >= {num_schedules}; "
+            f"got {max_trials}."
+        )
+    return [float(rate) for rate in np.geomspace(min_lr, max_lr, rates_per_schedule)]
+
+
+def _tuner_directory(directory: str | os.PathLike | None) -> Any:
+    """A context that gives keras-tuner's directory: ``directory``, or a temporary one."""
+    if directory is None:
+        return tempfile.TemporaryDirectory(prefix="lrtools_search_")
+    return contextlib.nullcontext(os.fspath(directory))
+
+
+def _run_search(tuner: keras_tuner.Tuner, x: Any, y: Any, fit_arguments: Mapping[str, Any]) -> None:
+    """Run the search; if keras-tuner gives up before any trial completed, say why trials failed.
+
+    keras-tuner stops a search after a few consecutive failed trials (its
+    ``max_consecutive_failed_trials``) with the last failure's traceback; when no
+    trial completed at all, the error raised instead names the first failure.
+    """
+    try:
+        tuner.search(x, y, **fit_arguments)
+    except RuntimeError as error:
+        if _completed_trials(tuner) or not tuner.oracle.trials:
+            raise
+        raise _no_trial_completed(tuner) from error
+
+
+def _trials_in_order(tuner: keras_tuner.Tuner) -> list[Any]:
+    """The trials in the order they were created: ids "0", "1", ..., "10", not "10", "2"."""
+    items = sorted(tuner.oracle.trials.items(), key=lambda item: (len(item[0]), item[0]))
+    return [trial for _, trial in items]
+
+
+def _completed_trials(tuner: keras_tuner.Tuner) -> list[Any]:
+    """The trials that completed (a diverged trial completes, with the worst objective)."""
+    return [trial for trial in tuner.oracle.trials.values() if str(trial.status) == "COMPLETED"]
+
+
+def _no_trial_completed(tuner: keras_tuner.Tuner) -> RuntimeError:
+    """The error for a search without a completed trial: it quotes the first trial's error."""
+    trials = _trials_in_order(tuner)
+    failed = [trial for trial in trials if trial.message]
+    if not failed:
+        return RuntimeError(
+            f"None of the {len(trials)} trials completed, so there is no best learning rate. "
+            "Run with verbose=1 to see why the trials failed."
+        )
+    first = failed[0]
+    rate = first.hyperparameters.values.get("learning_rate")
+    return RuntimeError(
+        f"Every one of the {len(trials)} trials failed, so there is no best learning rate. "
+        f"The first failure (trial {first.trial_id}, learning_rate={rate}) was:\n"
+        f"{first.message.strip()}"
+    )
 
 
 def _check_no_overlap(
@@ -288,14 +353,17 @@ def _check_schedules(
     """Validate `schedules` and return it as a dict (a constant rate when None)."""
     if schedules is None:
         return {CONSTANT: None}
-    if not isinstance(schedules, Mapping) or not schedules:
-        raise ValueError(
-            "schedules must be None or a non-empty dict name -> factory(lr, steps_per_epoch, "
-            f"epochs) (or None for a constant rate); got {schedules!r}."
-        )
+    expected = (
+        "`schedules` must be None or a non-empty dict name -> factory(lr, steps_per_epoch, "
+        f"epochs) (or None for a constant rate); got {schedules!r}."
+    )
+    if not isinstance(schedules, Mapping):
+        raise TypeError(expected)
+    if not schedules:
+        raise ValueError(expected)
     for name, factory in schedules.items():
         if not isinstance(name, str):
-            raise ValueError(f"Schedule names must be strings; got {name!r}.")
+            raise TypeError(f"Schedule names must be strings; got {name!r} in `schedules`.")
         if factory is not None and not callable(factory):
             raise TypeError(
                 f"schedules[{name!r}] must be a function (lr, steps_per_epoch, epochs) -> "
@@ -357,10 +425,17 @@ def _learning_rate_hypermodel(
                 *kwargs.get("callbacks", []),
             ]
             history = model.fit(*args, **kwargs)
+            name = self.objective.name
+            if name not in history.history:
+                logged = [key for key in history.history if key != "steps"]  # "steps" is ours
+                raise ValueError(
+                    f"The objective {name!r} is not among the logs of fit "
+                    f"({', '.join(logged)}). Pass validation_data for a 'val_' "
+                    "objective, or choose another objective."
+                )
             worst = math.inf if self.objective.direction == "min" else -math.inf
-            values = history.history.get(self.objective.name, [])
-            history.history[self.objective.name] = [
-                value if math.isfinite(value) else worst for value in values
+            history.history[name] = [
+                value if math.isfinite(value) else worst for value in history.history[name]
             ]
             return history
 
@@ -414,7 +489,8 @@ def _collect_results(
 
     objective = tuner.oracle.objective.name
     rows = []
-    for trial_id, trial in sorted(tuner.oracle.trials.items()):
+    for trial in _trials_in_order(tuner):
+        trial_id = trial.trial_id
         values = trial.hyperparameters.values
 
         def last(metric: str, trial=trial) -> float:
@@ -433,13 +509,11 @@ def _collect_results(
                 "status": str(trial.status),
             }
         )
-    best_trials = tuner.oracle.get_best_trials(1)
-    if not best_trials:
-        raise RuntimeError(
-            "No trial completed, so there is no best learning rate. Run with verbose=1 "
-            "to see why the trials failed."
-        )
-    best = best_trials[0].hyperparameters.values
+    # keras-tuner ranks failed trials after the completed ones, and returns one when no
+    # trial completed: a failed trial never counts here.
+    if not _completed_trials(tuner):
+        raise _no_trial_completed(tuner)
+    best = tuner.oracle.get_best_trials(1)[0].hyperparameters.values
     return LRSearchResult(
         best_learning_rate=float(best["learning_rate"]),
         best_schedule=best.get("schedule", next(iter(schedules))),

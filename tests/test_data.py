@@ -91,6 +91,20 @@ def test_digits_rejects_bad_arguments(kwargs, message):
         lrdata.load_digits(**kwargs)
 
 
+@pytest.mark.parametrize(
+    ("kwargs", "error", "message"),
+    [
+        ({"kind": 1}, TypeError, "kind"),
+        ({"val_fraction": "0.1"}, TypeError, "val_fraction"),
+        ({"seed": 1.5}, ValueError, "seed"),
+        ({"seed": -1}, ValueError, "seed"),
+    ],
+)
+def test_digits_follows_the_argument_policy(kwargs, error, message):
+    with pytest.raises(error, match=message):
+        lrdata.load_digits(**kwargs)
+
+
 def test_dataset_repr_names_the_split_sizes():
     dataset = lrdata.load_digits()
     text = repr(dataset)
@@ -213,6 +227,8 @@ def test_missing_data_without_network_raises_a_clear_error(keras_home, monkeypat
 def test_unknown_keras_dataset_is_rejected():
     with pytest.raises(ValueError, match="mnist, fashion_mnist, cifar10"):
         lrdata.load_keras_dataset("imagenet")
+    with pytest.raises(TypeError, match="mnist, fashion_mnist, cifar10"):
+        lrdata.load_keras_dataset(None)
 
 
 # --------------------------------------------------------------------------- sequence tasks
@@ -273,9 +289,28 @@ def test_sequence_task_seed_fixes_the_data():
         ({"vocab_size": 1}, "vocab_size"),
         ({"train_size": 0}, "train_size"),
         ({"val_size": 2.5}, "val_size"),
-        ({"test_size": True}, "test_size"),
+        ({"seed": -1}, "seed"),
     ],
 )
 def test_sequence_task_rejects_bad_arguments(kwargs, message):
     with pytest.raises(ValueError, match=message):
         lrdata.make_sequence_task(**kwargs)
+
+
+@pytest.mark.parametrize(
+    ("kwargs", "message"),
+    [
+        # A flag is not a size (before the shared checks this was a ValueError).
+        ({"test_size": True}, "test_size"),
+        ({"length": "8"}, "length"),
+        ({"task": None}, "task"),
+    ],
+)
+def test_sequence_task_rejects_arguments_of_the_wrong_type(kwargs, message):
+    with pytest.raises(TypeError, match=message):
+        lrdata.make_sequence_task(**kwargs)
+
+
+def test_sequence_task_accepts_whole_float_sizes():
+    task = lrdata.make_sequence_task(length=5.0, train_size=10.0, val_size=2, test_size=2)
+    assert task.input_shape == (5,) and task.x_train.shape == (10, 5)

@@ -1,10 +1,9 @@
-"""Tests for lrtools.experiments: the book's models and the experiment runner."""
+"""Tests for lrtools.experiments: the experiment runner and its setups."""
 
 from __future__ import annotations
 
 import dataclasses
 import math
-import sys
 
 import keras
 import numpy as np
@@ -13,7 +12,7 @@ import pytest
 
 from lrtools import data as lrdata
 from lrtools import experiments as ex
-from lrtools import schedules
+from lrtools import models, runtime, schedules
 
 
 @pytest.fixture(scope="module")
@@ -32,39 +31,7 @@ def small_digits() -> lrdata.Dataset:
 
 
 def tiny_mlp(input_shape, num_classes):
-    return ex.digits_mlp(input_shape, num_classes, hidden_units=8)
-
-
-# --------------------------------------------------------------------------- models
-
-
-@pytest.mark.parametrize("input_shape", [(8, 8, 1), (28, 28, 1), (32, 32, 3)])
-def test_digits_cnn_maps_images_to_class_probabilities(input_shape):
-    model = ex.digits_cnn(input_shape, 7)
-    assert model.output_shape == (None, 7)
-    probabilities = keras.ops.convert_to_numpy(model(np.zeros((2, *input_shape), "float32")))
-    np.testing.assert_allclose(probabilities.sum(axis=1), 1.0, rtol=1e-5)
-
-
-def test_digits_cnn_rejects_flat_inputs():
-    with pytest.raises(ValueError, match="digits_mlp"):
-        ex.digits_cnn((64,), 10)
-
-
-@pytest.mark.parametrize("hidden_units", [4, 64])
-def test_digits_mlp_has_one_hidden_layer(hidden_units):
-    model = ex.digits_mlp((8, 8, 1), 10, hidden_units=hidden_units)
-    assert model.output_shape == (None, 10)
-    assert model.count_params() == 64 * hidden_units + hidden_units + hidden_units * 10 + 10
-
-
-@pytest.mark.parametrize(
-    ("kwargs", "message"),
-    [({"num_classes": 1}, "num_classes"), ({"hidden_units": 0}, "hidden_units")],
-)
-def test_digits_mlp_rejects_bad_sizes(kwargs, message):
-    with pytest.raises(ValueError, match=message):
-        ex.digits_mlp((64,), **{"num_classes": 10, **kwargs})
+    return models.digits_mlp(input_shape, num_classes, hidden_units=8)
 
 
 # --------------------------------------------------------------------------- setups
@@ -85,6 +52,12 @@ def test_rate_sweep_names_and_labels_each_rate():
 def test_rate_sweep_rejects_bad_rates(rates):
     with pytest.raises(ValueError, match="rate"):
         ex.rate_sweep(keras.optimizers.SGD, rates)
+
+
+@pytest.mark.parametrize("rate", ["0.1", None, True])
+def test_rate_sweep_rejects_a_rate_that_is_not_a_number(rate):
+    with pytest.raises(TypeError, match=r"learning_rates\[1\]"):
+        ex.rate_sweep(keras.optimizers.SGD, [0.1, rate])
 
 
 def test_config_copies_an_optimizer_for_every_run():
@@ -189,6 +162,34 @@ def test_lr_column_follows_schedules_and_callbacks(small_digits):
     assert frame.loc[("in optimizer", 1), "style"] != "epoch function"
 
 
+def _named_mlp(input_shape, num_classes):
+    return keras.Sequential(
+        [
+            keras.Input(shape=input_shape),
+            keras.layers.Dense(8, activation="relu", name="body"),
+            keras.layers.Dense(num_classes, activation="softmax", name="head"),
+        ]
+    )
+
+
+def test_lr_column_of_several_groups_is_the_largest_groups_rate(small_digits):
+    """With a MultiOptimizer the table records the rate lrtools's callbacks set: the largest."""
+
+    def two_groups():
+        # The body's optimizer comes first in the MultiOptimizer, with the smaller rate.
+        body = keras.optimizers.SGD(0.01)
+        optimizer_map = keras.optimizers.OptimizerMap(
+            default_optimizer=keras.optimizers.SGD(0.1),
+            optimizer_map={"(?:.*/)?body/.*": body},
+        )
+        return keras.optimizers.MultiOptimizer(optimizer_map)
+
+    result = ex.run_experiment(
+        _named_mlp, {"groups": two_groups}, small_digits, epochs=1, verbose=0
+    )
+    assert result.frame["lr"].tolist() == pytest.approx([0.1])
+
+
 def test_progress_prints_one_line_per_run_unless_silent(small_digits, capsys):
     configs = {"sgd": keras.optimizers.SGD(0.1)}
     ex.run_experiment(tiny_mlp, configs, small_digits, epochs=1, seeds=[0, 1], verbose=1)
@@ -207,6 +208,13 @@ def test_progress_prints_one_line_per_run_unless_silent(small_digits, capsys):
         ({"sgd": keras.optimizers.SGD(0.1)}, {"epochs": 0}, ValueError, "epochs"),
         ({"sgd": keras.optimizers.SGD(0.1)}, {"steps_per_execution": 0}, ValueError, "steps_per"),
         ({"bad": 0.1}, {}, TypeError, "keras optimizer"),
+        ({"sgd": keras.optimizers.SGD(0.1)}, {"epochs": 1.5}, ValueError, "epochs"),
+        ({"sgd": keras.optimizers.SGD(0.1)}, {"epochs": "2"}, TypeError, "epochs"),
+        ({"sgd": keras.optimizers.SGD(0.1)}, {"batch_size": 0}, ValueError, "batch_size"),
+        ({"sgd": keras.optimizers.SGD(0.1)}, {"seeds": [-1]}, ValueError, r"seeds\[0\]"),
+        ({"sgd": keras.optimizers.SGD(0.1)}, {"seeds": ["0"]}, TypeError, r"seeds\[0\]"),
+        ({"sgd": keras.optimizers.SGD(0.1)}, {"evaluate_test": "no"}, TypeError, "evaluate_test"),
+        ({"sgd": keras.optimizers.SGD(0.1)}, {"keep_models": 1}, TypeError, "keep_models"),
         (
             {"schedule": keras.optimizers.schedules.ExponentialDecay(0.1, 10, 0.5)},
             {},
@@ -292,149 +300,14 @@ def test_keep_models_returns_each_trained_network(small_digits):
     assert ex.run_experiment(tiny_mlp, setups, small_digits, epochs=1, verbose=0).models == {}
 
 
-# --------------------------------------------------------------------------- case-study models
-
-
-def _layer_count(model: keras.Model, layer_type: type) -> int:
-    return sum(isinstance(layer, layer_type) for layer in model.layers)
-
-
-@pytest.mark.parametrize(
-    ("filters", "blocks_per_stage", "input_shape", "projections"),
-    [((16, 32), 1, (8, 8, 1), 1), ((8, 8, 16), 2, (32, 32, 3), 2)],
-)
-def test_small_resnet_has_residual_blocks_and_projection_shortcuts(
-    filters, blocks_per_stage, input_shape, projections
-):
-    model = ex.small_resnet(input_shape, 5, filters=filters, blocks_per_stage=blocks_per_stage)
-    assert model.output_shape == (None, 5)
-    assert _layer_count(model, keras.layers.Add) == len(filters) * blocks_per_stage
-    # Two 3x3 convolutions per block, the stem, and a 1x1 projection where the shape changes.
-    convolutions = [layer for layer in model.layers if isinstance(layer, keras.layers.Conv2D)]
-    assert sum(layer.kernel_size == (1, 1) for layer in convolutions) == projections
-    assert len(convolutions) == 1 + 2 * len(filters) * blocks_per_stage + projections
-    # Every stage after the first halves the image once.
-    last_map = model.get_layer(index=-3).output.shape
-    assert last_map[1] == input_shape[0] // 2 ** (len(filters) - 1)
-    probabilities = keras.ops.convert_to_numpy(model(np.ones((3, *input_shape), "float32")))
-    np.testing.assert_allclose(probabilities.sum(axis=1), 1.0, rtol=1e-5)
-
-
-def test_small_resnet_outputs_float32_under_mixed_precision():
-    keras.mixed_precision.set_dtype_policy("mixed_float16")
-    try:
-        model = ex.small_resnet((8, 8, 1), 10, filters=(4,))
-    finally:
-        keras.mixed_precision.set_dtype_policy("float32")
-    assert model.get_layer(index=1).compute_dtype == "float16"
-    assert model.layers[-1].compute_dtype == "float32"
-    assert keras.ops.convert_to_numpy(model(np.zeros((1, 8, 8, 1), "float32"))).dtype == np.float32
-
-
-@pytest.mark.parametrize(
-    ("kwargs", "error", "message"),
-    [
-        ({"input_shape": (64,)}, ValueError, "height, width, channels"),
-        ({"num_classes": 1}, ValueError, "num_classes"),
-        ({"filters": ()}, ValueError, "filters"),
-        ({"filters": (8, 0)}, ValueError, "filters"),
-        ({"blocks_per_stage": 0}, ValueError, "blocks_per_stage"),
-    ],
-)
-def test_small_resnet_rejects_bad_arguments(kwargs, error, message):
-    with pytest.raises(error, match=message):
-        ex.small_resnet(**{"input_shape": (8, 8, 1), "num_classes": 10, **kwargs})
-
-
-@pytest.mark.parametrize(
-    ("cell", "layer_type"), [("gru", keras.layers.GRU), ("lstm", keras.layers.LSTM)]
-)
-def test_digits_rnn_reads_an_image_row_by_row(cell, layer_type):
-    model = ex.digits_rnn((8, 8, 1), 10, units=5, cell=cell)
-    assert model.output_shape == (None, 10)
-    recurrent = [layer for layer in model.layers if isinstance(layer, layer_type)]
-    assert len(recurrent) == 1 and recurrent[0].units == 5
-    assert recurrent[0].input.shape == (None, 8, 8)  # 8 steps of 8 pixels
-    # Reading the rows in another order changes the prediction: the order is the sequence.
-    image = np.random.default_rng(0).random((1, 8, 8, 1)).astype("float32")
-    forwards = keras.ops.convert_to_numpy(model(image))
-    backwards = keras.ops.convert_to_numpy(model(image[:, ::-1]))
-    assert not np.allclose(forwards, backwards)
-    assert ex.digits_rnn((5, 3), 4).output_shape == (None, 4)  # already a sequence
-
-
-@pytest.mark.parametrize(
-    ("kwargs", "message"),
-    [
-        ({"input_shape": (64,)}, "sequences"),
-        ({"num_classes": 1}, "num_classes"),
-        ({"units": 0}, "units"),
-        ({"cell": "rnn"}, "cell"),
-    ],
-)
-def test_digits_rnn_rejects_bad_arguments(kwargs, message):
-    with pytest.raises(ValueError, match=message):
-        ex.digits_rnn(**{"input_shape": (8, 8, 1), "num_classes": 10, **kwargs})
-
-
-def test_position_embedding_adds_one_learned_vector_per_position():
-    layer = ex.PositionEmbedding(5)
-    inputs = np.random.default_rng(1).random((2, 4, 3)).astype("float32")
-    outputs = keras.ops.convert_to_numpy(layer(inputs))  # shorter sequences use the first rows
-    table = keras.ops.convert_to_numpy(layer.position_embeddings)
-    assert table.shape == (5, 3)
-    np.testing.assert_allclose(outputs, inputs + table[:4], rtol=1e-6)
-    copy = ex.PositionEmbedding.from_config(layer.get_config())
-    assert copy.sequence_length == 5
-    with pytest.raises(ValueError, match="sequence_length"):
-        ex.PositionEmbedding(0)
-
-
-def test_small_transformer_predicts_a_distribution_per_position():
-    model = ex.small_transformer((6,), 7, embed_dim=8, num_heads=2, ff_dim=16, num_blocks=2)
-    assert model.output_shape == (None, 6, 7)
-    assert _layer_count(model, keras.layers.MultiHeadAttention) == 2
-    tokens = np.array([[0, 1, 2, 3, 4, 5], [5, 4, 3, 2, 1, 0]])
-    probabilities = keras.ops.convert_to_numpy(model(tokens))
-    np.testing.assert_allclose(probabilities.sum(axis=-1), 1.0, rtol=1e-5)
-    # Positions are embedded: the same token at two positions gets two different outputs.
-    same = keras.ops.convert_to_numpy(model(np.zeros((1, 6), "int32")))
-    assert not np.allclose(same[0, 0], same[0, 1])
-
-
-@pytest.mark.parametrize(
-    ("kwargs", "message"),
-    [
-        ({"input_shape": (8, 8, 1)}, "sequence_length"),
-        ({"num_classes": 1}, "num_classes"),
-        ({"embed_dim": 10, "num_heads": 4}, "divisible"),
-        ({"ff_dim": 0}, "ff_dim"),
-        ({"num_blocks": 0}, "num_blocks"),
-        ({"dropout": 1.0}, "dropout"),
-    ],
-)
-def test_small_transformer_rejects_bad_arguments(kwargs, message):
-    with pytest.raises(ValueError, match=message):
-        ex.small_transformer(**{"input_shape": (8,), "num_classes": 10, **kwargs})
-
-
-def test_sequence_accuracy_counts_only_sequences_right_at_every_position():
-    labels = np.array([[0, 1, 2], [2, 2, 2], [1, 0, 2]])
-    predicted = np.array([[0, 1, 2], [2, 2, 1], [0, 1, 2]])
-    probabilities = np.eye(3, dtype="float32")[predicted] * 0.8 + 0.2 / 3
-    scores = keras.ops.convert_to_numpy(ex.sequence_accuracy(labels, probabilities))
-    np.testing.assert_array_equal(scores, [1.0, 0.0, 0.0])
-    assert scores.dtype == np.float32
-
-
 def test_sequence_accuracy_as_a_metric_of_run_experiment():
     task = lrdata.make_sequence_task("reverse", length=4, vocab_size=5, train_size=64, seed=0)
     result = ex.run_experiment(
-        lambda shape, classes: ex.small_transformer(shape, classes, embed_dim=8, ff_dim=8),
+        lambda shape, classes: models.small_transformer(shape, classes, embed_dim=8, ff_dim=8),
         {"Adam": keras.optimizers.Adam(1e-2)},
         task,
         epochs=1,
-        metrics=("accuracy", ex.sequence_accuracy),
+        metrics=("accuracy", models.sequence_accuracy),
         keep_models=True,
         verbose=0,
     )
@@ -444,43 +317,6 @@ def test_sequence_accuracy_as_a_metric_of_run_experiment():
         np.all(predicted == task.y_val, axis=1).mean()
     )
     assert logged["val_accuracy"] == pytest.approx(np.mean(predicted == task.y_val))
-
-
-class _FakeModule:
-    def __init__(self, **attributes):
-        self.__dict__.update(attributes)
-
-
-@pytest.mark.parametrize(
-    ("backend", "module", "fake", "expected"),
-    [
-        ("jax", "jax", _FakeModule(default_backend=lambda: "gpu"), True),
-        ("jax", "jax", _FakeModule(default_backend=lambda: "cpu"), False),
-        (
-            "tensorflow",
-            "tensorflow",
-            _FakeModule(
-                config=_FakeModule(
-                    list_physical_devices=lambda kind: ["GPU:0"] if kind == "GPU" else []
-                )
-            ),
-            True,
-        ),
-        (
-            "tensorflow",
-            "tensorflow",
-            _FakeModule(config=_FakeModule(list_physical_devices=lambda kind: [])),
-            False,
-        ),
-        ("torch", "torch", _FakeModule(cuda=_FakeModule(is_available=lambda: True)), True),
-        ("numpy", "numpy", None, False),
-    ],
-)
-def test_has_accelerator_asks_the_backend_keras_uses(monkeypatch, backend, module, fake, expected):
-    monkeypatch.setattr(keras.backend, "backend", lambda: backend)
-    if fake is not None:
-        monkeypatch.setitem(sys.modules, module, fake)
-    assert ex.has_accelerator() is expected
 
 
 def test_small_resnet_trains_under_mixed_precision_with_a_schedule(small_digits):
@@ -495,7 +331,7 @@ def test_small_resnet_trains_under_mixed_precision_with_a_schedule(small_digits)
     keras.mixed_precision.set_dtype_policy("mixed_float16")
     try:
         result = ex.run_experiment(
-            lambda shape, classes: ex.small_resnet(shape, classes, filters=(4,)),
+            lambda shape, classes: models.small_resnet(shape, classes, filters=(4,)),
             {"step": lambda: keras.optimizers.SGD(schedule, momentum=0.9)},
             images,
             epochs=2,
@@ -510,3 +346,35 @@ def test_small_resnet_trains_under_mixed_precision_with_a_schedule(small_digits)
     # 160 examples in batches of 64: updates 0-2, then 3-5; the drop comes at update 3.
     np.testing.assert_allclose(result.frame["lr"], [0.1, 0.1 * 0.1], rtol=1e-6)
     assert np.isfinite(result.runs["loss"]).all()
+
+
+# --------------------------------------------------------------------------- moved names
+
+MOVED = {
+    "digits_cnn": models,
+    "digits_mlp": models,
+    "small_resnet": models,
+    "digits_rnn": models,
+    "small_transformer": models,
+    "PositionEmbedding": models,
+    "sequence_accuracy": models,
+    "has_accelerator": runtime,
+}
+
+
+@pytest.mark.parametrize("name", sorted(MOVED))
+def test_moved_names_still_work_from_experiments_with_a_deprecation_warning(name):
+    new_home = MOVED[name]
+    with pytest.warns(DeprecationWarning, match=rf"{new_home.__name__}\.{name}"):
+        old = getattr(ex, name)
+    assert old is getattr(new_home, name)
+    with pytest.warns(DeprecationWarning, match=name):
+        exec(f"from lrtools.experiments import {name}", {})
+
+
+def test_experiments_keeps_only_the_runner():
+    assert set(ex.__all__) == {"Config", "ExperimentResult", "rate_sweep", "run_experiment"}
+    for name in MOVED:
+        assert name not in vars(ex)
+    with pytest.raises(AttributeError, match="no_such_name"):
+        ex.no_such_name  # noqa: B018

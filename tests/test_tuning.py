@@ -161,13 +161,15 @@ def test_diverging_rate_is_kept_with_the_worst_objective() -> None:
 @pytest.mark.parametrize(
     ("arguments", "message"),
     [
-        ({"strategy": "annealing"}, "Unknown strategy"),
+        ({"strategy": "annealing"}, "Unknown `strategy`"),
         ({"min_lr": 0.1, "max_lr": 0.1}, "smaller than"),
         ({"min_lr": 0.5, "max_lr": 0.1}, "smaller than"),
-        ({"min_lr": 0.0}, "positive"),
-        ({"min_lr": -1e-3}, "positive"),
-        ({"max_lr": float("inf")}, "positive"),
+        ({"min_lr": 0.0}, "`min_lr` must be > 0"),
+        ({"min_lr": -1e-3}, "`min_lr` must be > 0"),
+        ({"max_lr": float("inf")}, "`max_lr` must be finite"),
         ({"max_trials": 0}, "max_trials"),
+        ({"max_trials": 2.5}, "max_trials"),
+        ({"seed": -1}, "seed"),
         ({"epochs": 0}, "epochs"),
         ({"batch_size": 0}, "batch_size"),
         ({"schedules": {}}, "non-empty"),
@@ -181,6 +183,23 @@ def test_bad_input_raises_value_error(arguments, message) -> None:
         _search(**arguments)
 
 
+@pytest.mark.parametrize(
+    ("arguments", "message"),
+    [
+        ({"strategy": 1}, "strategy"),
+        ({"min_lr": "1e-3"}, "min_lr"),
+        ({"epochs": True}, "epochs"),
+        ({"overwrite": "yes"}, "overwrite"),
+        # A wrong type is a TypeError (before the shared checks these were ValueErrors).
+        ({"schedules": ["cosine"]}, "schedules"),
+        ({"schedules": {1: None}}, "strings"),
+    ],
+)
+def test_arguments_of_the_wrong_type_raise_type_error(arguments, message) -> None:
+    with pytest.raises(TypeError, match=message):
+        _search(**arguments)
+
+
 def test_bad_callables_raise_type_error() -> None:
     with pytest.raises(TypeError, match="build_model"):
         search_learning_rate("model", X, Y, validation_data=(X_VAL, Y_VAL))
@@ -190,6 +209,43 @@ def test_bad_callables_raise_type_error() -> None:
         _search(schedules={"broken": lambda lr, steps, epochs: lr})
     with pytest.raises(TypeError, match="compiled"):
         _search(lambda lr: keras.Sequential([keras.Input((4,)), keras.layers.Dense(1)]))
+
+
+# --------------------------------------------------------------------------- failed trials
+
+
+@pytest.mark.parametrize("max_trials", [2, 3])
+def test_a_search_whose_trials_all_failed_raises_the_first_error(max_trials) -> None:
+    # Without validation data fit logs no "val_loss", so every trial fails. Two trials stay
+    # under keras-tuner's limit of three consecutive failures (it then returned a "best" rate
+    # of a failed trial); three reach it (it then raised its own error, about the last trial).
+    with pytest.raises(
+        RuntimeError, match=f"Every one of the {max_trials} trials failed"
+    ) as caught:
+        _search(strategy="grid", validation_data=None, max_trials=max_trials)
+    message = str(caught.value)
+    assert "(trial 0," in message  # the first trial's error, not the last one's
+    assert "'val_loss' is not among the logs of fit (loss)" in message
+
+
+def test_failed_trials_never_count() -> None:
+    # Rates above 0.1 fail when the model is built; the grid is 1e-3, 0.0173, 0.3.
+    def fails_above_a_tenth(learning_rate):
+        if learning_rate > 0.1:
+            raise ValueError("this rate is refused")
+        return problem.build_model(learning_rate)
+
+    result = _search(fails_above_a_tenth, strategy="grid", min_lr=1e-3, max_lr=0.3)
+    trials = result.trials.set_index("learning_rate").sort_index()
+    assert trials["status"].tolist() == ["COMPLETED", "COMPLETED", "FAILED"]
+    assert math.isnan(trials["val_loss"].iloc[-1])
+    assert result.best_learning_rate <= 0.1
+
+
+def test_an_objective_fit_logs_without_validation_data_works() -> None:
+    result = _search(strategy="grid", validation_data=None, objective="loss", max_trials=2)
+    assert (result.trials["status"] == "COMPLETED").all()
+    assert result.objective == "loss"
 
 
 def test_lrtools_imports_tuning_without_keras_tuner_or_pandas() -> None:
