@@ -49,6 +49,12 @@ JAX_RERUNS = [
         "moves_as_its_own or single_train_step or saves_and_reloads",
         minimum=4,
     ),
+    # Callbacks: updates inside fit, and nothing patched outlives a failed fit.
+    JaxRerun(
+        "test_callbacks.py",
+        "(inside_fit or failed_fit or from_the_fit) and not jax",
+        minimum=7,
+    ),
 ]
 
 

@@ -939,21 +939,3 @@ def test_mirrored_strategy_gives_the_rates_and_updates_of_one_device():
     expected = simulate_sgd(initial, one_cycle["rates"], one_cycle["momenta"])
     for actual, wanted in zip(one_cycle["weights"], expected, strict=True):
         np.testing.assert_allclose(actual, wanted, rtol=2e-5, atol=2e-6)
-
-
-@pytest.mark.slow
-@pytest.mark.skipif(keras.backend.backend() == "jax", reason="this test runs the JAX backend")
-def test_updates_inside_fit_on_the_jax_backend():
-    """Re-run this file's update and failed-fit checks on JAX (pytest's exit status decides)."""
-    output = run_python(
-        "import sys, pytest; sys.exit(pytest.main(sys.argv[1:]))",
-        os.path.abspath(__file__),
-        "-q",
-        "-p",
-        "no:cacheprovider",
-        "-k",
-        "(inside_fit or failed_fit or from_the_fit) and not jax",
-        backend="jax",
-    )
-    # run_python asserts the exit status 0: every selected test passed, and some were selected.
-    assert " passed" in output and " failed" not in output, output
