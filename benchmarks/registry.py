@@ -22,11 +22,17 @@ from __future__ import annotations
 
 from types import ModuleType
 
-from benchmarks import overhead, range_test_overhead, range_vs_search, time_to_accuracy
+from benchmarks import (
+    overhead,
+    range_test_overhead,
+    range_vs_search,
+    suggestions,
+    time_to_accuracy,
+)
 
 MEASUREMENTS: dict[str, ModuleType] = {
     module.NAME: module
-    for module in (overhead, range_vs_search, range_test_overhead, time_to_accuracy)
+    for module in (overhead, range_vs_search, range_test_overhead, time_to_accuracy, suggestions)
 }
 """Measurement name -> its module."""
 

@@ -145,6 +145,20 @@ def _measured_rows(results: dict[str, Any]) -> list[tuple[str, ...]]:
     ]
 
 
+def _suggestion_rows(entry: dict[str, Any]) -> list[tuple[str, ...]]:
+    headline, settings = entry["headline"], entry["settings"]
+    return [
+        (
+            f"Range-test rule closest to a grid's best rate ({len(settings['problems'])} "
+            f"problems x {len(settings['seeds'])} seeds, measured {entry['run']['date'][:10]})",
+            f"`{headline['winner']}`: {headline['winner_mean_gap_pp']:.1f} points below on "
+            f"average, {headline['winner_worst_problem_gap_pp']:.1f} on its worst problem",
+            "none set",
+            "",
+        )
+    ]
+
+
 def run_line(run: dict[str, Any]) -> str:
     """One sentence: when, where and how long a run measured, and the machine's load."""
     machine = run["machine"]
@@ -176,6 +190,7 @@ def readme_table(results: dict[str, Any]) -> str:
         *_ratio_rows(results["overhead"]),
         *_search_rows(results["range_vs_search"]),
         *_measured_rows(results),
+        *(_suggestion_rows(results["suggestions"]) if "suggestions" in results else []),
     ]
     lines = [
         run_line(results[HEADLINE_RUN]["run"]),

@@ -21,7 +21,7 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from benchmarks import common, overhead, range_vs_search, report
+from benchmarks import common, overhead, range_vs_search, report, suggestions
 from benchmarks.registry import MEASUREMENTS, PARTS
 from lrtools.data import load_digits
 
@@ -228,3 +228,39 @@ def test_load_results_explains_a_missing_run(tmp_path):
     with pytest.raises(ValueError, match="range_vs_search"):
         report.load_results(tmp_path)
     assert list(report.load_results(tmp_path, ["overhead"])) == ["overhead"]
+
+
+def test_consensus_is_the_median_of_the_rules_that_gave_a_rate():
+    assert suggestions.consensus({"steepest": 0.5, "valley": 0.01, "minimum": 0.03}) == 0.03
+    assert suggestions.consensus({"steepest": 0.4, "valley": float("nan"), "minimum": 0.1}) == (
+        pytest.approx(0.25)
+    )
+    assert math.isnan(suggestions.consensus({"steepest": float("nan")}))
+
+
+def test_suggestion_gap_is_to_the_grid_rate_with_the_best_mean_over_seeds():
+    rows = [
+        # On seed 1 the rate 0.1 is luckier, but 0.01 has the better mean: 0.01 is the best rate.
+        ("grid", 0, 0.01, 0.90),
+        ("grid", 1, 0.01, 0.80),
+        ("grid", 0, 0.1, 0.50),
+        ("grid", 1, 0.1, 0.95),
+        ("minimum", 0, 0.02, 0.85),
+        ("minimum", 1, 0.03, 0.82),
+        ("steepest", 0, float("nan"), float("nan")),
+        ("steepest", 1, 0.5, 0.10),
+    ]
+    runs = pd.DataFrame(
+        [
+            {"problem": "p", "seed": seed, "rule": rule, "learning_rate": rate, "val_accuracy": acc}
+            for rule, seed, rate, acc in rows
+        ]
+    )
+    scored = suggestions.scores(runs).set_index(["rule", "seed"])
+    assert (scored["grid_best_rate"] == 0.01).all()
+    assert scored.loc[("minimum", 0), "gap_pp"] == pytest.approx(5.0)
+    assert scored.loc[("minimum", 1), "gap_pp"] == pytest.approx(-2.0)
+    assert math.isnan(scored.loc[("steepest", 0), "gap_pp"])
+    table = suggestions.table(runs).set_index("rule")
+    assert table.loc["minimum", "mean_gap_pp"] == pytest.approx(1.5)
+    assert table.loc["steepest", "suggested"] == 1
