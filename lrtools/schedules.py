@@ -21,8 +21,9 @@ negative step counts as step 0. Each schedule
   ``1`` for a flag), ``ValueError`` for a value outside the documented domain;
 - round-trips through ``get_config`` / ``keras.saving`` (registered under the
   package name ``"lrtools"``), so a saved model reloads its schedule;
-- says through :attr:`is_pure <Constant.is_pure>` whether its rate depends on
-  the step alone (everything here except :class:`Scaled`, whose factor may change).
+- says through its ``is_pure`` property whether its rate depends on the step
+  alone (every schedule here except :class:`Scaled`, whose factor may change, and
+  anything wrapping one), so that callbacks may evaluate it ahead for a block of steps.
 
 Composition is done by wrapping: :class:`Warmup` puts a linear warm-up in front
 of any schedule, :class:`Sequential` runs schedules one after another, and
@@ -1115,7 +1116,7 @@ class Scaled(_Schedule):
         schedule: any ``LearningRateSchedule``, or a number for a constant rate.
         factor: the starting factor, >= 0.
 
-    It is the one schedule here that is not pure (:attr:`is_pure` is ``False``):
+    It is the one schedule here that is not pure (``is_pure`` is ``False``):
     its rate depends on the factor as well as on the step.
 
     Raises:
