@@ -6,31 +6,55 @@ counter inside the compiled train step::
 
     optimizer = keras.optimizers.SGD(learning_rate=CosineDecay(0.1, decay_steps=1000))
 
-The step ``t`` is counted from 0 (the first update uses ``schedule(0)``). Each
-schedule
+The step ``t`` is counted from 0 (the first update uses ``schedule(0)``); a
+negative step counts as step 0. Each schedule
 
 - is computed with ``keras.ops`` and never branches in Python on the value of
   the step, so it runs inside compiled train steps on the TensorFlow, JAX and
   PyTorch backends;
 - accepts a scalar step or an array of steps: ``schedule(np.arange(1000))``
   returns 1,000 rates, which is how plots and tests look at a whole run;
-- validates its arguments and raises ``ValueError`` with a clear message;
+- keeps whole-number steps (``optimizer.iterations``, ``np.arange``) as integers
+  while it finds the position inside a cycle or a phase, so a cyclic schedule at
+  step 10**9 gives the rate of its formula, where float32 steps are 64 apart;
+- validates its arguments: ``TypeError`` for a wrong type (a string for a number,
+  ``1`` for a flag), ``ValueError`` for a value outside the documented domain;
 - round-trips through ``get_config`` / ``keras.saving`` (registered under the
-  package name ``"lrtools"``), so a saved model reloads its schedule.
+  package name ``"lrtools"``), so a saved model reloads its schedule;
+- says through its ``is_pure`` property whether its rate depends on the step
+  alone (every schedule here except :class:`Scaled`, whose factor may change, and
+  anything wrapping one), so that callbacks may evaluate it ahead for a block of steps.
 
 Composition is done by wrapping: :class:`Warmup` puts a linear warm-up in front
 of any schedule, :class:`Sequential` runs schedules one after another, and
 :class:`Scaled` multiplies a schedule by a factor that callbacks may change.
+:class:`WarmupStableDecay` and :class:`OneCycle` are themselves built that way,
+from ramps joined by :class:`Sequential`, as optax builds its warm-up schedules
+with ``join_schedules``.
 """
 
 from __future__ import annotations
 
+import inspect
+import itertools
 import math
+import numbers
 from collections.abc import Sequence as SequenceABC
 from typing import Any
 
 import keras
+import numpy as np
 from keras import ops
+
+from lrtools._checks import (
+    check_choice,
+    check_count,
+    check_flag,
+    check_fraction,
+    check_non_negative,
+    check_rate,
+    check_real,
+)
 
 __all__ = [
     "Constant",
@@ -53,63 +77,14 @@ __all__ = [
 
 _DTYPE = "float32"
 _PACKAGE = "lrtools"
+_LRSchedule = keras.optimizers.schedules.LearningRateSchedule
 
 
 # --------------------------------------------------------------------------- checks
 
 
-def _check_number(name: str, value: Any) -> float:
-    if isinstance(value, bool) or not isinstance(value, (int, float)):
-        # numpy scalars are accepted through float(); anything else is refused.
-        try:
-            import numpy as np
-
-            if isinstance(value, np.generic) and np.isreal(value):
-                value = float(value)
-            else:
-                raise TypeError
-        except TypeError:
-            raise TypeError(f"`{name}` must be a real number, got {value!r}.") from None
-    value = float(value)
-    if not math.isfinite(value):
-        raise ValueError(f"`{name}` must be finite, got {value}.")
-    return value
-
-
-def _check_positive(name: str, value: Any) -> float:
-    value = _check_number(name, value)
-    if value <= 0:
-        raise ValueError(f"`{name}` must be > 0, got {value}.")
-    return value
-
-
-def _check_non_negative(name: str, value: Any) -> float:
-    value = _check_number(name, value)
-    if value < 0:
-        raise ValueError(f"`{name}` must be >= 0, got {value}.")
-    return value
-
-
-def _check_steps(name: str, value: Any, minimum: int = 1) -> int:
-    if isinstance(value, bool) or int(_check_number(name, value)) != value:
-        raise ValueError(f"`{name}` must be a whole number of steps, got {value!r}.")
-    value = int(value)
-    if value < minimum:
-        raise ValueError(f"`{name}` must be >= {minimum}, got {value}.")
-    return value
-
-
-def _check_fraction(name: str, value: Any, *, open_low: bool = True) -> float:
-    value = _check_number(name, value)
-    low_ok = value > 0 if open_low else value >= 0
-    if not (low_ok and value <= 1):
-        interval = "(0, 1]" if open_low else "[0, 1]"
-        raise ValueError(f"`{name}` must lie in {interval}, got {value}.")
-    return value
-
-
 def _check_final(final_lr: Any, initial_lr: float, initial_name: str) -> float:
-    final_lr = _check_non_negative("final_lr", final_lr)
+    final_lr = check_non_negative("final_lr", final_lr)
     if final_lr > initial_lr:
         raise ValueError(
             f"`final_lr` ({final_lr}) must not exceed `{initial_name}` ({initial_lr}): "
@@ -118,10 +93,14 @@ def _check_final(final_lr: Any, initial_lr: float, initial_name: str) -> float:
     return final_lr
 
 
-def _check_choice(name: str, value: Any, choices: tuple[str, ...]) -> str:
-    if value not in choices:
-        raise ValueError(f"Unknown `{name}` {value!r}: expected one of {', '.join(choices)}.")
-    return value
+def _check_steps(name: str, values: Any) -> list[int]:
+    """Strictly increasing whole steps >= 1 (milestones, boundaries)."""
+    if isinstance(values, str | bytes) or not isinstance(values, SequenceABC):
+        raise TypeError(f"`{name}` must be a list of steps, got {values!r}.")
+    steps = [check_count(name, value) for value in values]
+    if any(b <= a for a, b in zip(steps, steps[1:])):
+        raise ValueError(f"`{name}` must be strictly increasing, got {steps}.")
+    return steps
 
 
 def as_schedule(value: Any) -> keras.optimizers.schedules.LearningRateSchedule:
@@ -135,15 +114,16 @@ def as_schedule(value: Any) -> keras.optimizers.schedules.LearningRateSchedule:
 
     Raises:
         TypeError: if ``value`` is neither a schedule nor a number.
+        ValueError: if it is a negative or non-finite number.
 
     Example:
 
     >>> float(as_schedule(0.1)(5))
     0.1...
     """
-    if isinstance(value, keras.optimizers.schedules.LearningRateSchedule):
+    if isinstance(value, _LRSchedule):
         return value
-    if isinstance(value, (int, float)) and not isinstance(value, bool):
+    if isinstance(value, numbers.Real) and not isinstance(value, bool):
         return Constant(value)
     raise TypeError(
         "Expected a keras.optimizers.schedules.LearningRateSchedule or a number, "
@@ -152,8 +132,64 @@ def as_schedule(value: Any) -> keras.optimizers.schedules.LearningRateSchedule:
     )
 
 
-def _as_float_step(step: Any) -> Any:
-    return ops.cast(ops.convert_to_tensor(step), _DTYPE)
+# --------------------------------------------------------------------------- step arithmetic
+
+
+def _is_integer(t: Any) -> bool:
+    return "int" in keras.backend.standardize_dtype(t.dtype)
+
+
+def _float(t: Any) -> Any:
+    return ops.cast(t, _DTYPE)
+
+
+def _step(step: Any) -> Any:
+    """``step`` as a tensor, negative steps raised to 0.
+
+    Whole-number steps stay integers (int64, or int32 under JAX without x64), so
+    that cycle and phase arithmetic on them is exact however long the run; any
+    other step becomes float32.
+    """
+    t = ops.convert_to_tensor(step)
+    if not _is_integer(t):
+        t = _float(t)
+    return ops.maximum(t, ops.zeros_like(t))
+
+
+def _divmod(t: Any, divisor: int) -> tuple[Any, Any]:
+    """``(floor(t / divisor), t - divisor * floor(t / divisor))`` as float32.
+
+    For integer ``t`` (from :func:`_step`) both are computed in integers before the
+    cast, so the position inside a cycle is exact at step 10**9.
+    """
+    if _is_integer(t):
+        whole = ops.floor_divide(t, divisor)
+        return _float(whole), _float(t - whole * divisor)
+    whole = ops.floor(t / divisor)
+    return whole, t - whole * divisor
+
+
+def _locate(t: Any, starts: SequenceABC[float]) -> tuple[Any, Any]:
+    """The index of the last of the increasing ``starts`` (``starts[0] == 0``) that
+    ``t`` has reached, and ``t - starts[index]`` as float32.
+
+    For integer ``t`` the comparison and the subtraction use each start's first whole
+    step, in ``t``'s own dtype, and only the fractional remainder is a float: exact
+    for any step, where float32 steps past 2**24 are not whole numbers any more.
+    """
+    starts = np.asarray(starts, np.float64)
+    if _is_integer(t):
+        dtype = keras.backend.standardize_dtype(t.dtype)
+        firsts = np.minimum(np.ceil(starts), float(min(np.iinfo(dtype).max, 2**62)))
+        table = ops.convert_to_tensor(firsts.astype(dtype))
+        behind = ops.convert_to_tensor((firsts - starts).astype(np.float32))
+    else:
+        table = ops.convert_to_tensor(starts.astype(np.float32))
+        behind = ops.zeros_like(table)
+    reached = ops.cast(ops.expand_dims(t, -1) >= table, "int32")
+    index = ops.maximum(ops.sum(reached, axis=-1) - 1, 0)
+    offset = _float(t - ops.take(table, index)) + ops.take(behind, index)
+    return index, offset
 
 
 def _power(base: float, exponent: Any) -> Any:
@@ -170,8 +206,69 @@ def _cosine_fraction(fraction: Any) -> Any:
     return 0.5 * (1.0 + ops.cos(math.pi * fraction))
 
 
-class _Schedule(keras.optimizers.schedules.LearningRateSchedule):
-    """Shared plumbing: a readable repr, with wrapped schedules shown as themselves."""
+# --------------------------------------------------------------------------- the base class
+
+
+def _to_config(value: Any) -> Any:
+    if isinstance(value, keras.Variable):
+        return float(ops.convert_to_numpy(value))
+    if isinstance(value, _LRSchedule):
+        return keras.saving.serialize_keras_object(value)
+    if isinstance(value, list | tuple):
+        return [_to_config(item) for item in value]
+    return value
+
+
+def _from_config(value: Any) -> Any:
+    if isinstance(value, dict) and "class_name" in value:
+        return keras.saving.deserialize_keras_object(value)
+    if isinstance(value, list):
+        return [_from_config(item) for item in value]
+    return value
+
+
+def _part_is_pure(value: Any) -> bool:
+    if isinstance(value, keras.Variable):
+        return False
+    if isinstance(value, _LRSchedule):
+        return getattr(value, "is_pure", False)
+    if isinstance(value, list | tuple):
+        return all(_part_is_pure(item) for item in value)
+    return True
+
+
+class _Schedule(_LRSchedule):
+    """What every lrtools schedule shares: its config, ``is_pure`` and a readable repr.
+
+    The config is derived once, here, from the constructor: each argument of
+    ``__init__`` is stored under its own name as an attribute, and ``get_config``
+    reads them back. A nested schedule is stored with
+    ``keras.saving.serialize_keras_object`` and a ``keras.Variable`` as its current
+    value; ``from_config`` reverses both.
+    """
+
+    @classmethod
+    def _arguments(cls) -> list[str]:
+        return [name for name in inspect.signature(cls.__init__).parameters if name != "self"]
+
+    def get_config(self) -> dict[str, Any]:
+        """The constructor's arguments, as plain values (nested schedules serialized)."""
+        return {name: _to_config(getattr(self, name)) for name in self._arguments()}
+
+    @classmethod
+    def from_config(cls, config: dict[str, Any]) -> _Schedule:
+        """Build the schedule back from :meth:`get_config`'s output."""
+        return cls(**{name: _from_config(value) for name, value in config.items()})
+
+    @property
+    def is_pure(self) -> bool:
+        """Whether the rate is a function of the step alone (``True`` for every schedule here
+        except one holding a ``keras.Variable`` at any depth, such as :class:`Scaled`'s
+        factor). A pure schedule may be evaluated ahead for a whole block of steps; a
+        composite schedule is pure when all its parts are, and a schedule from another
+        library counts as pure only if it says so through its own ``is_pure``.
+        """
+        return all(_part_is_pure(value) for value in vars(self).values())
 
     def __repr__(self) -> str:
         parts = []
@@ -199,6 +296,7 @@ class Constant(_Schedule):
         lr: the rate, >= 0 (0 freezes training for as long as it is in force).
 
     Raises:
+        TypeError: if ``lr`` is not a real number.
         ValueError: if ``lr`` is negative or not finite.
 
     Example:
@@ -209,13 +307,10 @@ class Constant(_Schedule):
     """
 
     def __init__(self, lr: float):
-        self.lr = _check_non_negative("lr", lr)
+        self.lr = check_non_negative("lr", lr)
 
     def __call__(self, step: Any) -> Any:
-        return ops.ones_like(_as_float_step(step)) * self.lr
-
-    def get_config(self) -> dict[str, Any]:
-        return {"lr": self.lr}
+        return ops.ones_like(_float(_step(step))) * self.lr
 
 
 @_register
@@ -230,6 +325,7 @@ class StepDecay(_Schedule):
         step_size: steps between drops, >= 1.
 
     Raises:
+        TypeError: for an argument that is not a number.
         ValueError: for a non-positive rate, ``drop`` outside (0, 1] or ``step_size < 1``.
 
     Example (halve every 10 steps):
@@ -239,16 +335,13 @@ class StepDecay(_Schedule):
     """
 
     def __init__(self, initial_lr: float, drop: float, step_size: int):
-        self.initial_lr = _check_positive("initial_lr", initial_lr)
-        self.drop = _check_fraction("drop", drop)
-        self.step_size = _check_steps("step_size", step_size)
+        self.initial_lr = check_rate("initial_lr", initial_lr)
+        self.drop = check_fraction("drop", drop)
+        self.step_size = check_count("step_size", step_size)
 
     def __call__(self, step: Any) -> Any:
-        t = _as_float_step(step)
-        return self.initial_lr * _power(self.drop, ops.floor(t / self.step_size))
-
-    def get_config(self) -> dict[str, Any]:
-        return {"initial_lr": self.initial_lr, "drop": self.drop, "step_size": self.step_size}
+        drops, _ = _divmod(_step(step), self.step_size)
+        return self.initial_lr * _power(self.drop, drops)
 
 
 @_register
@@ -266,6 +359,7 @@ class MultiStepDecay(_Schedule):
         gamma: the factor applied at each milestone, in (0, 1].
 
     Raises:
+        TypeError: if ``milestones`` is not a list of numbers, or a number is not one.
         ValueError: for empty or unordered milestones, a non-positive rate, or
             ``gamma`` outside (0, 1].
 
@@ -277,24 +371,15 @@ class MultiStepDecay(_Schedule):
     """
 
     def __init__(self, initial_lr: float, milestones: SequenceABC[int], gamma: float = 0.1):
-        self.initial_lr = _check_positive("initial_lr", initial_lr)
-        if isinstance(milestones, (str, bytes)) or not isinstance(milestones, SequenceABC):
-            raise TypeError(f"`milestones` must be a list of steps, got {milestones!r}.")
-        self.milestones = [_check_steps("milestones", m) for m in milestones]
+        self.initial_lr = check_rate("initial_lr", initial_lr)
+        self.milestones = _check_steps("milestones", milestones)
         if not self.milestones:
             raise ValueError("`milestones` must hold at least one step.")
-        if any(b <= a for a, b in zip(self.milestones, self.milestones[1:])):
-            raise ValueError(f"`milestones` must be strictly increasing, got {self.milestones}.")
-        self.gamma = _check_fraction("gamma", gamma)
+        self.gamma = check_fraction("gamma", gamma)
 
     def __call__(self, step: Any) -> Any:
-        t = ops.expand_dims(_as_float_step(step), -1)
-        milestones = ops.convert_to_tensor(self.milestones, dtype=_DTYPE)
-        passed = ops.sum(ops.cast(t >= milestones, _DTYPE), axis=-1)
-        return self.initial_lr * _power(self.gamma, passed)
-
-    def get_config(self) -> dict[str, Any]:
-        return {"initial_lr": self.initial_lr, "milestones": self.milestones, "gamma": self.gamma}
+        passed, _ = _locate(_step(step), [0, *self.milestones])
+        return self.initial_lr * _power(self.gamma, _float(passed))
 
 
 @_register
@@ -309,9 +394,11 @@ class ExponentialDecay(_Schedule):
         initial_lr: the rate at step 0, > 0.
         decay_rate: the factor per ``decay_steps`` steps, in (0, 1].
         decay_steps: steps over which the rate is multiplied by ``decay_rate``, >= 1.
-        staircase: drop in whole steps of ``decay_steps`` instead of smoothly.
+        staircase: drop in whole steps of ``decay_steps`` instead of smoothly
+            (a ``bool``).
 
     Raises:
+        TypeError: for a number that is not one, or a ``staircase`` that is not a bool.
         ValueError: for a non-positive rate, ``decay_rate`` outside (0, 1] or
             ``decay_steps < 1``.
 
@@ -328,24 +415,15 @@ class ExponentialDecay(_Schedule):
         decay_steps: int = 1,
         staircase: bool = False,
     ):
-        self.initial_lr = _check_positive("initial_lr", initial_lr)
-        self.decay_rate = _check_fraction("decay_rate", decay_rate)
-        self.decay_steps = _check_steps("decay_steps", decay_steps)
-        self.staircase = bool(staircase)
+        self.initial_lr = check_rate("initial_lr", initial_lr)
+        self.decay_rate = check_fraction("decay_rate", decay_rate)
+        self.decay_steps = check_count("decay_steps", decay_steps)
+        self.staircase = check_flag("staircase", staircase)
 
     def __call__(self, step: Any) -> Any:
-        exponent = _as_float_step(step) / self.decay_steps
-        if self.staircase:
-            exponent = ops.floor(exponent)
+        whole, rest = _divmod(_step(step), self.decay_steps)
+        exponent = whole if self.staircase else whole + rest / self.decay_steps
         return self.initial_lr * _power(self.decay_rate, exponent)
-
-    def get_config(self) -> dict[str, Any]:
-        return {
-            "initial_lr": self.initial_lr,
-            "decay_rate": self.decay_rate,
-            "decay_steps": self.decay_steps,
-            "staircase": self.staircase,
-        }
 
 
 @_register
@@ -360,9 +438,10 @@ class TimeDecay(_Schedule):
         initial_lr: the rate at step 0, > 0.
         decay_rate: the decay coefficient k, >= 0.
         decay_steps: the unit of time, >= 1.
-        staircase: decay in whole units of ``decay_steps``.
+        staircase: decay in whole units of ``decay_steps`` (a ``bool``).
 
     Raises:
+        TypeError: for a number that is not one, or a ``staircase`` that is not a bool.
         ValueError: for a non-positive rate, a negative ``decay_rate`` or ``decay_steps < 1``.
 
     Example:
@@ -378,24 +457,15 @@ class TimeDecay(_Schedule):
         decay_steps: int = 1,
         staircase: bool = False,
     ):
-        self.initial_lr = _check_positive("initial_lr", initial_lr)
-        self.decay_rate = _check_non_negative("decay_rate", decay_rate)
-        self.decay_steps = _check_steps("decay_steps", decay_steps)
-        self.staircase = bool(staircase)
+        self.initial_lr = check_rate("initial_lr", initial_lr)
+        self.decay_rate = check_non_negative("decay_rate", decay_rate)
+        self.decay_steps = check_count("decay_steps", decay_steps)
+        self.staircase = check_flag("staircase", staircase)
 
     def __call__(self, step: Any) -> Any:
-        time = _as_float_step(step) / self.decay_steps
-        if self.staircase:
-            time = ops.floor(time)
+        whole, rest = _divmod(_step(step), self.decay_steps)
+        time = whole if self.staircase else whole + rest / self.decay_steps
         return self.initial_lr / (1.0 + self.decay_rate * time)
-
-    def get_config(self) -> dict[str, Any]:
-        return {
-            "initial_lr": self.initial_lr,
-            "decay_rate": self.decay_rate,
-            "decay_steps": self.decay_steps,
-            "staircase": self.staircase,
-        }
 
 
 class _DecayToFinal(_Schedule):
@@ -404,23 +474,17 @@ class _DecayToFinal(_Schedule):
     with ``f = min(t, T) / T`` and a shape ``g`` that goes from 1 to 0."""
 
     def __init__(self, initial_lr: float, decay_steps: int, final_lr: float = 0.0):
-        self.initial_lr = _check_positive("initial_lr", initial_lr)
-        self.decay_steps = _check_steps("decay_steps", decay_steps)
+        self.initial_lr = check_rate("initial_lr", initial_lr)
+        self.decay_steps = check_count("decay_steps", decay_steps)
         self.final_lr = _check_final(final_lr, self.initial_lr, "initial_lr")
 
     def _remaining(self, fraction: Any) -> Any:
         raise NotImplementedError
 
     def __call__(self, step: Any) -> Any:
-        fraction = ops.minimum(_as_float_step(step), self.decay_steps) / self.decay_steps
+        done = _float(ops.minimum(_step(step), self.decay_steps))
+        fraction = done / self.decay_steps
         return self.final_lr + (self.initial_lr - self.final_lr) * self._remaining(fraction)
-
-    def get_config(self) -> dict[str, Any]:
-        return {
-            "initial_lr": self.initial_lr,
-            "decay_steps": self.decay_steps,
-            "final_lr": self.final_lr,
-        }
 
 
 @_register
@@ -435,6 +499,7 @@ class LinearDecay(_DecayToFinal):
         final_lr: the rate from step T on, in [0, initial_lr].
 
     Raises:
+        TypeError: for an argument that is not a number.
         ValueError: for a non-positive rate, ``decay_steps < 1`` or ``final_lr``
             outside [0, initial_lr].
 
@@ -463,6 +528,7 @@ class PolynomialDecay(_DecayToFinal):
         power: the exponent, > 0 (above 1 the rate falls fast early; below 1, late).
 
     Raises:
+        TypeError: for an argument that is not a number.
         ValueError: for a non-positive rate or power, ``decay_steps < 1``, or
             ``final_lr`` outside [0, initial_lr].
 
@@ -480,13 +546,10 @@ class PolynomialDecay(_DecayToFinal):
         power: float = 1.0,
     ):
         super().__init__(initial_lr, decay_steps, final_lr)
-        self.power = _check_positive("power", power)
+        self.power = check_rate("power", power)
 
     def _remaining(self, fraction: Any) -> Any:
         return ops.power(1.0 - fraction, self.power)
-
-    def get_config(self) -> dict[str, Any]:
-        return {**super().get_config(), "power": self.power}
 
 
 @_register
@@ -503,6 +566,7 @@ class CosineDecay(_DecayToFinal):
         final_lr: the rate from step T on, in [0, initial_lr].
 
     Raises:
+        TypeError: for an argument that is not a number.
         ValueError: for a non-positive rate, ``decay_steps < 1`` or ``final_lr``
             outside [0, initial_lr].
 
@@ -531,6 +595,11 @@ class CosineRestarts(_Schedule):
     (``T_0 = first_cycle_steps``, ``T_mult = t_mul``, ``eta_min = final_lr``) when
     ``m_mul = 1`` and ``t_mul`` is a whole number.
 
+    The cycle a whole-number step falls in, and the position inside it, are exact
+    at any step (the cycles' starts are tabulated in double precision); only beyond
+    the first 1,024 cycles, when ``t_mul`` is so close to 1 that they end before
+    step 2**62, are they computed from the closed form in float32.
+
     Args:
         initial_lr: the peak of the first cycle, > 0.
         first_cycle_steps: the length of the first cycle ``T_0``, >= 1.
@@ -539,6 +608,7 @@ class CosineRestarts(_Schedule):
         final_lr: the rate each cycle anneals to, in [0, initial_lr].
 
     Raises:
+        TypeError: for an argument that is not a number.
         ValueError: for a non-positive rate, ``first_cycle_steps < 1``,
             ``t_mul < 1``, ``m_mul`` outside (0, 1] or ``final_lr`` outside [0, initial_lr].
 
@@ -549,6 +619,8 @@ class CosineRestarts(_Schedule):
     [0.1, 0.1, 0.1]
     """
 
+    TABLE = 1024  # cycles whose starts are tabulated
+
     def __init__(
         self,
         initial_lr: float,
@@ -557,49 +629,51 @@ class CosineRestarts(_Schedule):
         m_mul: float = 1.0,
         final_lr: float = 0.0,
     ):
-        self.initial_lr = _check_positive("initial_lr", initial_lr)
-        self.first_cycle_steps = _check_steps("first_cycle_steps", first_cycle_steps)
-        self.t_mul = _check_number("t_mul", t_mul)
+        self.initial_lr = check_rate("initial_lr", initial_lr)
+        self.first_cycle_steps = check_count("first_cycle_steps", first_cycle_steps)
+        self.t_mul = check_real("t_mul", t_mul)
         if self.t_mul < 1:
             raise ValueError(f"`t_mul` must be >= 1 (cycles never shrink), got {self.t_mul}.")
-        self.m_mul = _check_fraction("m_mul", m_mul)
+        self.m_mul = check_fraction("m_mul", m_mul)
         self.final_lr = _check_final(final_lr, self.initial_lr, "initial_lr")
+        self._starts, self._lengths = [0.0], [float(self.first_cycle_steps)]
+        while self.t_mul > 1 and len(self._starts) < self.TABLE and self._starts[-1] < 2.0**62:
+            # Accumulated one cycle at a time in float64, as the cycles are walked.
+            self._starts.append(self._starts[-1] + self._lengths[-1])
+            self._lengths.append(self._lengths[-1] * self.t_mul)
 
-    def _cycle_start(self, cycle: Any) -> Any:
-        """The first step of cycle ``cycle`` (a float tensor)."""
+    def _closed_form(self, t: Any) -> tuple[Any, Any]:
+        """Cycle and fraction from ``start(i) = T0 (t_mul^i - 1) / (t_mul - 1)`` in float32,
+        for steps past the tabulated cycles; a start within rounding of ``t`` counts."""
+        t, m, first = _float(t), self.t_mul, self.first_cycle_steps
+
+        def start(cycle: Any) -> Any:
+            return first * (_power(m, cycle) - 1.0) / (m - 1.0)
+
+        cycle = ops.floor(ops.log(1.0 + t * (m - 1.0) / first) / math.log(m))
+        cycle = ops.where(t >= start(cycle + 1.0) * (1.0 - 1e-6), cycle + 1.0, cycle)
+        cycle = ops.where(t < start(cycle) * (1.0 - 1e-6), cycle - 1.0, cycle)
+        return cycle, ops.maximum(t - start(cycle), 0.0) / (first * _power(m, cycle))
+
+    def _cycle(self, t: Any) -> tuple[Any, Any]:
+        """The cycle ``t`` is in (float32) and the fraction of it done."""
         if self.t_mul == 1.0:
-            return cycle * self.first_cycle_steps
-        growth = (_power(self.t_mul, cycle) - 1.0) / (self.t_mul - 1.0)
-        return self.first_cycle_steps * growth
+            cycle, offset = _divmod(t, self.first_cycle_steps)
+            return cycle, offset / self.first_cycle_steps
+        index, offset = _locate(t, self._starts)
+        lengths = ops.convert_to_tensor(np.asarray(self._lengths, np.float32))
+        cycle, fraction = _float(index), offset / ops.take(lengths, index)
+        if len(self._starts) == self.TABLE:
+            late_cycle, late_fraction = self._closed_form(t)
+            late = _float(t) >= self._starts[-1] + self._lengths[-1]
+            cycle = ops.where(late, late_cycle, cycle)
+            fraction = ops.where(late, late_fraction, fraction)
+        return cycle, fraction
 
     def __call__(self, step: Any) -> Any:
-        t = _as_float_step(step)
-        if self.t_mul == 1.0:
-            cycle = ops.floor(t / self.first_cycle_steps)
-        else:
-            # Invert start(i) = T0 (t_mul^i - 1) / (t_mul - 1), then correct the
-            # float rounding of the logarithm exactly at the cycle boundaries
-            # (steps are whole numbers; a start within rounding of t counts as reached).
-            ratio = 1.0 + t * (self.t_mul - 1.0) / self.first_cycle_steps
-            cycle = ops.floor(ops.log(ratio) / math.log(self.t_mul))
-            next_start = self._cycle_start(cycle + 1.0)
-            cycle = ops.where(t >= next_start * (1.0 - 1e-6), cycle + 1.0, cycle)
-            this_start = self._cycle_start(cycle)
-            cycle = ops.where(t < this_start * (1.0 - 1e-6), cycle - 1.0, cycle)
-        length = self.first_cycle_steps * _power(self.t_mul, cycle)
-        fraction = ops.maximum(t - self._cycle_start(cycle), 0.0) / length
-        peak = _power(self.m_mul, cycle)
-        amplitude = self.initial_lr - self.final_lr
-        return self.final_lr + amplitude * peak * _cosine_fraction(fraction)
-
-    def get_config(self) -> dict[str, Any]:
-        return {
-            "initial_lr": self.initial_lr,
-            "first_cycle_steps": self.first_cycle_steps,
-            "t_mul": self.t_mul,
-            "m_mul": self.m_mul,
-            "final_lr": self.final_lr,
-        }
+        cycle, fraction = self._cycle(_step(step))
+        amplitude = (self.initial_lr - self.final_lr) * _power(self.m_mul, cycle)
+        return self.final_lr + amplitude * _cosine_fraction(fraction)
 
 
 # --------------------------------------------------------------------------- cyclical
@@ -627,6 +701,7 @@ class CyclicLR(_Schedule):
         gamma: the per-step amplitude factor of ``"exp_range"``, in (0, 1].
 
     Raises:
+        TypeError: for a number that is not one, or a ``mode`` that is not a string.
         ValueError: for non-positive rates, ``max_lr <= base_lr``, ``step_size < 1``,
             an unknown mode or ``gamma`` outside (0, 1].
 
@@ -647,38 +722,87 @@ class CyclicLR(_Schedule):
         mode: str = "triangular",
         gamma: float = 1.0,
     ):
-        self.base_lr = _check_positive("base_lr", base_lr)
-        self.max_lr = _check_positive("max_lr", max_lr)
+        self.base_lr = check_rate("base_lr", base_lr)
+        self.max_lr = check_rate("max_lr", max_lr)
         if self.max_lr <= self.base_lr:
             raise ValueError(
                 f"`max_lr` ({self.max_lr}) must be greater than `base_lr` ({self.base_lr})."
             )
-        self.step_size = _check_steps("step_size", step_size)
-        self.mode = _check_choice("mode", mode, self.MODES)
-        self.gamma = _check_fraction("gamma", gamma)
+        self.step_size = check_count("step_size", step_size)
+        self.mode = check_choice("mode", mode, self.MODES)
+        self.gamma = check_fraction("gamma", gamma)
 
     def __call__(self, step: Any) -> Any:
-        t = _as_float_step(step)
-        cycle = ops.floor(1.0 + t / (2.0 * self.step_size))
-        # Position inside the current cycle first: exact for whole-number steps.
-        in_cycle = t - 2.0 * self.step_size * (cycle - 1.0)
+        t = _step(step)
+        # Whole cycles done and the position inside this one: exact for integer steps.
+        cycles, in_cycle = _divmod(t, 2 * self.step_size)
         x = ops.abs(in_cycle / self.step_size - 1.0)
         if self.mode == "triangular":
             scale = 1.0
         elif self.mode == "triangular2":
-            scale = _power(0.5, cycle - 1.0)
+            scale = _power(0.5, cycles)
         else:
-            scale = _power(self.gamma, t)
+            scale = _power(self.gamma, _float(t))
         return self.base_lr + (self.max_lr - self.base_lr) * ops.maximum(0.0, 1.0 - x) * scale
 
-    def get_config(self) -> dict[str, Any]:
-        return {
-            "base_lr": self.base_lr,
-            "max_lr": self.max_lr,
-            "step_size": self.step_size,
-            "mode": self.mode,
-            "gamma": self.gamma,
-        }
+
+_SHAPES = {
+    "linear": lambda p: 1.0 - p,
+    "cos": _cosine_fraction,
+    "sqrt": lambda p: 1.0 - ops.sqrt(p),
+}
+
+
+class _Ramp(_Schedule):
+    """From ``start`` to ``end`` over ``length`` steps along ``shape``, then flat at ``end``.
+
+    ``lr(s) = end + (start - end) * g(p)`` with ``p = clip((s + offset) / length, 0, 1)``
+    and ``g(p) = 1 - p`` (``"linear"``), ``(1 + cos(pi p)) / 2`` (``"cos"``) or
+    ``1 - sqrt(p)`` (``"sqrt"``). ``offset`` puts step 0 part-way into the ramp, for
+    phases that start between two whole steps. A building block of
+    :class:`WarmupStableDecay` and :class:`OneCycle`.
+    """
+
+    def __init__(
+        self, start: float, end: float, length: float, shape: str = "linear", offset: float = 0.0
+    ):
+        self.start = check_non_negative("start", start)
+        self.end = check_non_negative("end", end)
+        self.length = check_rate("length", length)
+        self.shape = check_choice("shape", shape, _SHAPES)
+        self.offset = check_non_negative("offset", offset)
+
+    def __call__(self, step: Any) -> Any:
+        p = ops.clip((_float(_step(step)) + self.offset) / self.length, 0.0, 1.0)
+        return self.end + (self.start - self.end) * _SHAPES[self.shape](p)
+
+
+def _join(parts: list[Any], firsts: list[int]) -> Any:
+    """``parts`` one after another, part ``k`` from step ``firsts[k]`` (``firsts[0] == 0``)."""
+    return parts[0] if len(parts) == 1 else Sequential(parts, firsts[1:])
+
+
+def _anneal(values: list[float], ends: list[float], shape: str) -> Any:
+    """Phase ``k`` ramps from ``values[k]`` to ``values[k + 1]`` and ends at ``ends[k]``.
+
+    Phase ``k`` starts where phase ``k - 1`` ends (the first at 0), and a step belongs
+    to the first phase ending at or after it, as in PyTorch's ``OneCycleLR``. The ends
+    need not be whole steps: each phase's ramp starts at the first whole step past
+    its start, that far into the ramp; a phase that holds no whole step is dropped.
+    """
+    parts: list[Any] = []
+    firsts: list[int] = []
+    start = 0.0
+    for k, end in enumerate(ends):
+        first = 0 if k == 0 else math.floor(start) + 1
+        ramp = _Ramp(values[k], values[k + 1], end - start, shape, offset=first - start)
+        if firsts and firsts[-1] == first:
+            parts[-1] = ramp
+        else:
+            parts.append(ramp)
+            firsts.append(first)
+        start = end
+    return _join(parts, firsts)
 
 
 @_register
@@ -699,7 +823,8 @@ class OneCycle(_Schedule):
     annealing, as fastai's original version did.
 
     :meth:`momentum` gives the matching inverse momentum cycle, which
-    ``lrtools.callbacks.OneCycle`` applies to the optimizer.
+    ``lrtools.callbacks.OneCycle`` applies to the optimizer. Both are ramps joined
+    by :class:`Sequential`; the phases' ends need not be whole steps.
 
     Args:
         max_lr: the peak rate, > 0.
@@ -709,9 +834,11 @@ class OneCycle(_Schedule):
         div_factor: the starting rate is ``max_lr / div_factor``, > 0.
         final_div_factor: the final rate is the starting rate / ``final_div_factor``, > 0.
         anneal_strategy: ``"cos"`` or ``"linear"``.
-        three_phase: use the symmetric three-phase variant.
+        three_phase: use the symmetric three-phase variant (a ``bool``).
 
     Raises:
+        TypeError: for a number that is not one, a strategy that is not a string or a
+            ``three_phase`` that is not a bool.
         ValueError: for non-positive arguments, ``pct_start`` outside (0, 1), too
             few steps for the phases, or an unknown ``anneal_strategy``.
 
@@ -734,16 +861,17 @@ class OneCycle(_Schedule):
         anneal_strategy: str = "cos",
         three_phase: bool = False,
     ):
-        self.max_lr = _check_positive("max_lr", max_lr)
-        self.total_steps = _check_steps("total_steps", total_steps, minimum=2)
-        self.pct_start = _check_number("pct_start", pct_start)
-        if not 0 < self.pct_start < 1:
-            raise ValueError(f"`pct_start` must lie in (0, 1), got {self.pct_start}.")
-        self.div_factor = _check_positive("div_factor", div_factor)
-        self.final_div_factor = _check_positive("final_div_factor", final_div_factor)
-        self.anneal_strategy = _check_choice("anneal_strategy", anneal_strategy, self.STRATEGIES)
-        self.three_phase = bool(three_phase)
+        self.max_lr = check_rate("max_lr", max_lr)
+        self.total_steps = check_count("total_steps", total_steps, minimum=2)
+        self.pct_start = check_fraction("pct_start", pct_start, high_open=True)
+        self.div_factor = check_rate("div_factor", div_factor)
+        self.final_div_factor = check_rate("final_div_factor", final_div_factor)
+        self.anneal_strategy = check_choice("anneal_strategy", anneal_strategy, self.STRATEGIES)
+        self.three_phase = check_flag("three_phase", three_phase)
         self._ends = self._phase_ends()
+        low, peak = self.initial_lr, self.max_lr
+        middle = [low, peak, low] if self.three_phase else [low, peak]
+        self._rates = _anneal([*middle, self.min_lr], self._ends, self.anneal_strategy)
 
     def _phase_ends(self) -> list[float]:
         rise_end = self.pct_start * self.total_steps - 1.0
@@ -768,27 +896,8 @@ class OneCycle(_Schedule):
         """The final rate, ``initial_lr / final_div_factor``."""
         return self.initial_lr / self.final_div_factor
 
-    def _interpolate(self, step: Any, values: list[tuple[float, float]]) -> Any:
-        """Piecewise anneal over the phases; ``values`` holds (start, end) per phase."""
-        t = ops.minimum(_as_float_step(step), self.total_steps - 1.0)
-        result = None
-        phase_start = 0.0
-        for (start_value, end_value), phase_end in zip(values, self._ends):
-            fraction = (t - phase_start) / (phase_end - phase_start)
-            if self.anneal_strategy == "cos":
-                value = end_value + (start_value - end_value) * _cosine_fraction(fraction)
-            else:
-                value = start_value + (end_value - start_value) * fraction
-            # Later phases take over once the step passes the previous phase's end.
-            result = value if result is None else ops.where(t > phase_start, value, result)
-            phase_start = phase_end
-        return result
-
     def __call__(self, step: Any) -> Any:
-        peak, low, final = self.max_lr, self.initial_lr, self.min_lr
-        if self.three_phase:
-            return self._interpolate(step, [(low, peak), (peak, low), (low, final)])
-        return self._interpolate(step, [(low, peak), (peak, final)])
+        return self._rates(step)
 
     def momentum(self, step: Any, base_momentum: float = 0.85, max_momentum: float = 0.95) -> Any:
         """The momentum that mirrors the rate: high when the rate is low, and back.
@@ -806,40 +915,21 @@ class OneCycle(_Schedule):
             The momentum (SGD's ``momentum`` or Adam's ``beta_1``) at ``step``.
 
         Raises:
+            TypeError: if a momentum is not a real number.
             ValueError: if the momenta are outside [0, 1) or out of order.
         """
-        base = _check_number("base_momentum", base_momentum)
-        top = _check_number("max_momentum", max_momentum)
+        base = check_real("base_momentum", base_momentum)
+        top = check_real("max_momentum", max_momentum)
         if not 0 <= base <= top < 1:
             raise ValueError(
                 "Need 0 <= base_momentum <= max_momentum < 1, got "
                 f"base_momentum={base}, max_momentum={top}."
             )
-        if self.three_phase:
-            return self._interpolate(step, [(top, base), (base, top), (top, top)])
-        return self._interpolate(step, [(top, base), (base, top)])
-
-    def get_config(self) -> dict[str, Any]:
-        return {
-            "max_lr": self.max_lr,
-            "total_steps": self.total_steps,
-            "pct_start": self.pct_start,
-            "div_factor": self.div_factor,
-            "final_div_factor": self.final_div_factor,
-            "anneal_strategy": self.anneal_strategy,
-            "three_phase": self.three_phase,
-        }
+        values = [top, base, top, top] if self.three_phase else [top, base, top]
+        return _anneal(values, self._ends, self.anneal_strategy)(step)
 
 
 # --------------------------------------------------------------------------- composition
-
-
-def _serialize(schedule: keras.optimizers.schedules.LearningRateSchedule) -> Any:
-    return keras.saving.serialize_keras_object(schedule)
-
-
-def _deserialize(config: Any) -> keras.optimizers.schedules.LearningRateSchedule:
-    return keras.saving.deserialize_keras_object(config)
 
 
 @_register
@@ -861,8 +951,10 @@ class Warmup(_Schedule):
         initial_lr: the rate at step 0, in [0, schedule(0)].
 
     Raises:
-        ValueError: for ``warmup_steps < 1`` or a negative ``initial_lr``.
-        TypeError: if ``schedule`` is neither a schedule nor a number.
+        TypeError: if ``schedule`` is neither a schedule nor a number, or a number
+            argument is not one.
+        ValueError: for ``warmup_steps < 1``, or ``initial_lr`` outside
+            [0, schedule(0)] (a warm-up climbs to the schedule's first rate).
 
     Example:
 
@@ -873,28 +965,21 @@ class Warmup(_Schedule):
 
     def __init__(self, schedule: Any, warmup_steps: int, initial_lr: float = 0.0):
         self.schedule = as_schedule(schedule)
-        self.warmup_steps = _check_steps("warmup_steps", warmup_steps)
-        self.initial_lr = _check_non_negative("initial_lr", initial_lr)
+        self.warmup_steps = check_count("warmup_steps", warmup_steps)
+        self.initial_lr = check_non_negative("initial_lr", initial_lr)
+        target = float(ops.convert_to_numpy(self.schedule(0)))
+        if self.initial_lr > target * (1 + 1e-6):  # float32 slack on the target
+            raise ValueError(
+                f"`initial_lr` ({self.initial_lr}) must not exceed the wrapped schedule's "
+                f"rate at step 0 ({target:g}): a warm-up climbs to it."
+            )
 
     def __call__(self, step: Any) -> Any:
-        t = _as_float_step(step)
+        t = _step(step)
         target = self.schedule(ops.zeros_like(t))
-        warm = self.initial_lr + (target - self.initial_lr) * (t / self.warmup_steps)
-        after = self.schedule(ops.maximum(t - self.warmup_steps, 0.0))
+        warm = self.initial_lr + (target - self.initial_lr) * (_float(t) / self.warmup_steps)
+        after = self.schedule(ops.maximum(t - self.warmup_steps, ops.zeros_like(t)))
         return ops.where(t < self.warmup_steps, warm, after)
-
-    def get_config(self) -> dict[str, Any]:
-        return {
-            "schedule": _serialize(self.schedule),
-            "warmup_steps": self.warmup_steps,
-            "initial_lr": self.initial_lr,
-        }
-
-    @classmethod
-    def from_config(cls, config: dict[str, Any]) -> Warmup:
-        config = dict(config)
-        config["schedule"] = _deserialize(config["schedule"])
-        return cls(**config)
 
 
 @_register
@@ -910,7 +995,9 @@ class WarmupStableDecay(_Schedule):
       ``1 - sqrt(p)`` (``"sqrt"``).
 
     The flat stretch means one run can be branched into decays of several
-    lengths, which is why it is popular for training language models.
+    lengths, which is why it is popular for training language models. It is three
+    pieces joined by :class:`Sequential`: a linear ramp, a :class:`Constant`, and a
+    ramp of the decay's shape.
 
     Args:
         peak_lr: the rate of the stable phase, > 0.
@@ -921,6 +1008,7 @@ class WarmupStableDecay(_Schedule):
         decay: ``"linear"``, ``"cosine"`` or ``"sqrt"``.
 
     Raises:
+        TypeError: for a number that is not one, or a ``decay`` that is not a string.
         ValueError: for a non-positive ``peak_lr``, negative lengths,
             ``decay_steps < 1``, ``final_lr`` outside [0, peak_lr] or an unknown decay.
 
@@ -942,38 +1030,24 @@ class WarmupStableDecay(_Schedule):
         final_lr: float = 0.0,
         decay: str = "linear",
     ):
-        self.peak_lr = _check_positive("peak_lr", peak_lr)
-        self.warmup_steps = _check_steps("warmup_steps", warmup_steps, minimum=0)
-        self.stable_steps = _check_steps("stable_steps", stable_steps, minimum=0)
-        self.decay_steps = _check_steps("decay_steps", decay_steps)
+        self.peak_lr = check_rate("peak_lr", peak_lr)
+        self.warmup_steps = check_count("warmup_steps", warmup_steps, minimum=0)
+        self.stable_steps = check_count("stable_steps", stable_steps, minimum=0)
+        self.decay_steps = check_count("decay_steps", decay_steps)
         self.final_lr = _check_final(final_lr, self.peak_lr, "peak_lr")
-        self.decay = _check_choice("decay", decay, self.DECAYS)
+        self.decay = check_choice("decay", decay, self.DECAYS)
+        shape = {"cosine": "cos"}.get(self.decay, self.decay)
+        pieces = [
+            (_Ramp(0.0, self.peak_lr, max(self.warmup_steps, 1)), self.warmup_steps),
+            (Constant(self.peak_lr), self.stable_steps),
+            (_Ramp(self.peak_lr, self.final_lr, self.decay_steps, shape), self.decay_steps),
+        ]
+        kept = [(part, length) for part, length in pieces if length > 0]
+        firsts = list(itertools.accumulate(length for _, length in kept[:-1]))
+        self._rates = _join([part for part, _ in kept], [0, *firsts])
 
     def __call__(self, step: Any) -> Any:
-        t = _as_float_step(step)
-        decay_start = float(self.warmup_steps + self.stable_steps)
-        p = ops.clip((t - decay_start) / self.decay_steps, 0.0, 1.0)
-        if self.decay == "linear":
-            remaining = 1.0 - p
-        elif self.decay == "cosine":
-            remaining = _cosine_fraction(p)
-        else:
-            remaining = 1.0 - ops.sqrt(p)
-        rate = self.final_lr + (self.peak_lr - self.final_lr) * remaining
-        if self.warmup_steps == 0:
-            return rate
-        warm = self.peak_lr * t / self.warmup_steps
-        return ops.where(t < self.warmup_steps, warm, rate)
-
-    def get_config(self) -> dict[str, Any]:
-        return {
-            "peak_lr": self.peak_lr,
-            "warmup_steps": self.warmup_steps,
-            "stable_steps": self.stable_steps,
-            "decay_steps": self.decay_steps,
-            "final_lr": self.final_lr,
-            "decay": self.decay,
-        }
+        return self._rates(step)
 
 
 @_register
@@ -991,6 +1065,8 @@ class Sequential(_Schedule):
         boundaries: ``len(schedules) - 1`` strictly increasing steps, each >= 1.
 
     Raises:
+        TypeError: if ``schedules`` or ``boundaries`` is not a list, or holds
+            something that is neither a schedule nor a number.
         ValueError: if the counts do not match or the boundaries are not
             strictly increasing positive steps.
 
@@ -1007,34 +1083,20 @@ class Sequential(_Schedule):
         if len(schedules) < 2:
             raise ValueError("`schedules` must hold at least two schedules to join.")
         self.schedules = [as_schedule(s) for s in schedules]
-        self.boundaries = [_check_steps("boundaries", b) for b in boundaries]
+        self.boundaries = _check_steps("boundaries", boundaries)
         if len(self.boundaries) != len(self.schedules) - 1:
             raise ValueError(
                 f"Got {len(self.schedules)} `schedules` and {len(self.boundaries)} `boundaries`: "
                 "give one boundary fewer than schedules."
             )
-        if any(b <= a for a, b in zip(self.boundaries, self.boundaries[1:])):
-            raise ValueError(f"`boundaries` must be strictly increasing, got {self.boundaries}.")
 
     def __call__(self, step: Any) -> Any:
-        t = _as_float_step(step)
+        t = _step(step)
         rate = self.schedules[0](t)
         for boundary, schedule in zip(self.boundaries, self.schedules[1:]):
-            later = schedule(ops.maximum(t - boundary, 0.0))
+            later = schedule(ops.maximum(t - boundary, ops.zeros_like(t)))
             rate = ops.where(t >= boundary, later, rate)
         return rate
-
-    def get_config(self) -> dict[str, Any]:
-        return {
-            "schedules": [_serialize(s) for s in self.schedules],
-            "boundaries": self.boundaries,
-        }
-
-    @classmethod
-    def from_config(cls, config: dict[str, Any]) -> Sequential:
-        config = dict(config)
-        config["schedules"] = [_deserialize(s) for s in config["schedules"]]
-        return cls(**config)
 
 
 @_register
@@ -1054,7 +1116,12 @@ class Scaled(_Schedule):
         schedule: any ``LearningRateSchedule``, or a number for a constant rate.
         factor: the starting factor, >= 0.
 
+    It is the one schedule here that is not pure (``is_pure`` is ``False``):
+    its rate depends on the factor as well as on the step.
+
     Raises:
+        TypeError: if ``schedule`` is neither a schedule nor a number, or ``factor``
+            is not a number.
         ValueError: for a negative or non-finite factor.
 
     Example:
@@ -1068,23 +1135,11 @@ class Scaled(_Schedule):
     def __init__(self, schedule: Any, factor: float = 1.0):
         self.schedule = as_schedule(schedule)
         self.factor = keras.Variable(
-            _check_non_negative("factor", factor),
+            check_non_negative("factor", factor),
             dtype=_DTYPE,
             trainable=False,
             name="lr_factor",
         )
 
     def __call__(self, step: Any) -> Any:
-        return self.schedule(step) * ops.cast(self.factor, _DTYPE)
-
-    def get_config(self) -> dict[str, Any]:
-        return {
-            "schedule": _serialize(self.schedule),
-            "factor": float(ops.convert_to_numpy(self.factor)),
-        }
-
-    @classmethod
-    def from_config(cls, config: dict[str, Any]) -> Scaled:
-        config = dict(config)
-        config["schedule"] = _deserialize(config["schedule"])
-        return cls(**config)
+        return self.schedule(_step(step)) * ops.cast(self.factor, _DTYPE)

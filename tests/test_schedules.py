@@ -630,3 +630,215 @@ def test_docstring_examples_run_as_written():
     result = doctest.testmod(lrtools.schedules, optionflags=doctest.ELLIPSIS, verbose=False)
     assert result.attempted >= 15
     assert result.failed == 0
+
+
+# --------------------------------------------------------------------------- safe by default
+
+
+@pytest.mark.parametrize("name", sorted(ALL_SCHEDULES))
+def test_a_negative_step_counts_as_step_zero(name):
+    sched = ALL_SCHEDULES[name]()
+    at_zero = rates(sched, [0])[0]
+    assert_rates(rates(sched, [-1, -7, -10_000]), np.full(3, at_zero))
+    assert float(keras.ops.convert_to_numpy(sched(-3))) == pytest.approx(at_zero, rel=1e-6)
+    assert float(keras.ops.convert_to_numpy(sched(-2.5))) == pytest.approx(at_zero, rel=1e-6)
+
+
+def test_every_schedule_says_whether_it_is_a_pure_function_of_the_step():
+    for name, make in ALL_SCHEDULES.items():
+        assert make().is_pure is (name != "scaled"), name
+    scaled = S.Scaled(S.CosineDecay(0.1, 10))
+    assert not S.Warmup(scaled, 5).is_pure
+    assert not S.Sequential([0.1, scaled], [5]).is_pure
+    assert S.Sequential([0.1, S.Warmup(S.CosineDecay(0.1, 10), 5)], [5]).is_pure
+    # A schedule from elsewhere is not known to be pure, nor is anything that wraps it.
+    builtin = keras.optimizers.schedules.CosineDecay(0.1, 10)
+    assert not S.Warmup(builtin, 5).is_pure
+
+
+def test_config_is_derived_once_in_the_base_class():
+    for name in S.__all__:
+        cls = getattr(S, name)
+        if isinstance(cls, type):
+            assert "get_config" not in vars(cls) and "from_config" not in vars(cls), name
+
+
+@pytest.mark.parametrize(
+    "make",
+    [
+        lambda: S.ExponentialDecay(0.1, 0.9, 10, staircase="False"),
+        lambda: S.ExponentialDecay(0.1, 0.9, 10, staircase=1),
+        lambda: S.TimeDecay(0.1, 0.5, 10, staircase=np.bool_(True)),
+        lambda: S.OneCycle(0.1, 100, three_phase="yes"),
+        lambda: S.OneCycle(0.1, 100, three_phase=0),
+    ],
+)
+def test_flags_must_be_real_booleans(make):
+    with pytest.raises(TypeError, match="True or False"):
+        make()
+
+
+@pytest.mark.parametrize(
+    "make, error",
+    [
+        (lambda: S.Warmup(S.CosineDecay(0.1, 100), 10, initial_lr=0.2), ValueError),
+        (lambda: S.Warmup(0.01, 10, initial_lr=0.05), ValueError),
+        (lambda: S.MultiStepDecay(0.1, [True, 20]), TypeError),
+        (lambda: S.CyclicLR(0.01, 0.1, 10, mode=3), TypeError),
+        (lambda: S.OneCycle(0.1, 100, anneal_strategy=None), TypeError),
+        (lambda: S.WarmupStableDecay(0.1, 1, 1, 1, decay=1), TypeError),
+        (lambda: S.Sequential([0.1, 0.01], boundaries=5), TypeError),
+        (lambda: S.Sequential([0.1, 0.01], boundaries=["5"]), TypeError),
+        (lambda: S.CosineRestarts(0.1, 10, t_mul="2"), TypeError),
+        (lambda: S.OneCycle(0.1, 100).momentum(0, base_momentum="0.85"), TypeError),
+    ],
+)
+def test_documented_domains_and_types_are_enforced(make, error):
+    with pytest.raises(error, match="`"):
+        make()
+
+
+def test_warmup_may_start_at_its_target_and_numbers_of_any_real_type_are_schedules():
+    assert_rates(rates(S.Warmup(S.Constant(0.7), 10, initial_lr=0.7), [0, 5, 20]), [0.7] * 3)
+    assert_rates(rates(S.as_schedule(np.float32(0.25)), [0, 9]), [0.25, 0.25])
+
+
+@pytest.mark.parametrize("three_phase", [False, True])
+@pytest.mark.parametrize("total, pct", [(12, 0.1), (7, 0.4), (11, 0.2)])
+def test_one_cycle_phases_that_end_between_steps_match_pytorch(total, pct, three_phase):
+    # With total=12, pct=0.1 the phases end at 0.2, 0.4 and 11: the second holds no step.
+    ours = S.OneCycle(0.1, total, pct_start=pct, three_phase=three_phase)
+    expected = torch_one_cycle(0.1, total, pct, 25.0, 1e4, "cos", three_phase, total)
+    assert_rates(rates(ours, np.arange(total)), expected)
+
+
+# --------------------------------------------------------------------------- very long runs
+# Past 2**24 steps float32 can no longer hold every whole step (at 10**9 they are 64
+# apart), so the position inside a cycle must be found in integers.
+
+LONG = 10**9
+
+
+def restarts_at(lr, final, t0, t_mul, m_mul, steps):
+    """Walk the cycles in float64 up to each step, as sgdr_reference does (in integers
+    when every cycle has the same length)."""
+    out = []
+    for t in steps:
+        start, length, cycle = 0.0, float(t0), 0
+        if t_mul == 1:
+            cycle, start = t // t0, t // t0 * t0
+        while t >= start + length:
+            start, length, cycle = start + length, length * t_mul, cycle + 1
+        frac = (t - start) / length
+        out.append(final + (lr - final) * m_mul**cycle * (1 + math.cos(math.pi * frac)) / 2)
+    return np.array(out)
+
+
+def cyclic_at(base, top, step_size, mode, steps):
+    """PyTorch CyclicLR's formula in exact integer arithmetic."""
+    out = []
+    for t in steps:
+        cycle = 1 + t // (2 * step_size)
+        x = abs((t - 2 * step_size * (cycle - 1)) / step_size - 1)
+        scale = 0.5 ** (cycle - 1) if mode == "triangular2" else 1.0
+        out.append(base + (top - base) * max(0.0, 1 - x) * scale)
+    return np.array(out)
+
+
+def _near(center, width=300, stride=7):
+    return [center + k for k in range(-width, width, stride)]
+
+
+LONG_RUNS = {
+    "cyclic": (
+        lambda: S.CyclicLR(0.001, 0.006, 50),
+        lambda t: cyclic_at(0.001, 0.006, 50, "triangular", t),
+        _near(LONG),
+    ),
+    "cyclic_long_cycles": (
+        lambda: S.CyclicLR(0.001, 0.006, 3 * 10**8, "triangular2"),
+        lambda t: cyclic_at(0.001, 0.006, 3 * 10**8, "triangular2", t),
+        _near(6 * 10**8) + _near(LONG),
+    ),
+    "restarts": (
+        lambda: S.CosineRestarts(0.1, 100, final_lr=0.01),
+        lambda t: restarts_at(0.1, 0.01, 100, 1.0, 1.0, t),
+        _near(LONG),
+    ),
+    "restarts_doubling": (
+        lambda: S.CosineRestarts(0.1, 10, t_mul=2.0, m_mul=0.9),
+        lambda t: restarts_at(0.1, 0.0, 10, 2.0, 0.9, t),
+        _near(10 * (2**27 - 1), width=2000, stride=13),  # around the start of cycle 27
+    ),
+    "restarts_growing": (
+        lambda: S.CosineRestarts(0.1, 7, t_mul=1.5, final_lr=0.001),
+        lambda t: restarts_at(0.1, 0.001, 7, 1.5, 1.0, t),
+        _near(LONG),
+    ),
+    "step": (
+        lambda: S.StepDecay(0.1, 0.5, 10**8),
+        lambda t: 0.1 * 0.5 ** (np.array(t) // 10**8),
+        _near(LONG, width=20, stride=1),
+    ),
+    "multistep": (
+        lambda: S.MultiStepDecay(0.1, [LONG + 1, LONG + 3], gamma=0.5),
+        lambda t: 0.1 * 0.5 ** np.searchsorted([LONG + 1, LONG + 3], t, side="right"),
+        _near(LONG, width=6, stride=1),
+    ),
+    "exponential_staircase": (
+        lambda: S.ExponentialDecay(0.1, 0.5, 10**8, staircase=True),
+        lambda t: 0.1 * 0.5 ** (np.array(t) // 10**8),
+        _near(LONG, width=20, stride=1),
+    ),
+    "sequential": (
+        lambda: S.Sequential([0.1, S.CyclicLR(0.001, 0.006, 50)], [LONG - 1000]),
+        lambda t: cyclic_at(0.001, 0.006, 50, "triangular", np.array(t) - (LONG - 1000)),
+        _near(LONG),
+    ),
+    "one_cycle_linear": (
+        lambda: S.OneCycle(0.1, 2 * LONG, pct_start=0.5, anneal_strategy="linear"),
+        lambda t: (
+            0.004
+            + (0.1 - 0.004) * np.minimum(np.array(t) / (LONG - 1), 1)
+            - np.maximum(np.array(t) - (LONG - 1), 0) / LONG * (0.1 - 0.0000004)
+        ),
+        _near(LONG, width=20, stride=1),
+    ),
+}
+
+
+def _compiled(schedule):
+    """The schedule as a compiled train step sees it, fed the backend's integer step."""
+    backend = keras.backend.backend()
+    if backend == "jax":
+        import jax
+
+        return jax.jit(schedule)
+    if backend == "tensorflow":
+        import tensorflow as tf
+
+        return tf.function(schedule)
+    return schedule
+
+
+@pytest.mark.parametrize("name", sorted(LONG_RUNS))
+def test_rates_stay_exact_a_billion_steps_in(name):
+    make, reference, steps = LONG_RUNS[name]
+    sched, expected = make(), reference(steps)
+    assert_rates(rates(sched, steps), expected)
+    # As Keras passes it: an integer tensor (int64, or int32 under JAX without x64) ...
+    as_int = keras.ops.convert_to_tensor(np.asarray(steps), dtype="int64")
+    assert_rates(rates(sched, as_int), expected)
+    # ... inside a compiled step, one scalar at a time ...
+    step_fn = _compiled(sched)
+    some = steps[:: max(1, len(steps) // 8)]
+    scalars = [
+        float(keras.ops.convert_to_numpy(step_fn(keras.ops.convert_to_tensor(t)))) for t in some
+    ]
+    assert_rates(scalars, reference(some))
+    # ... and through the optimizer's own step counter.
+    optimizer = keras.optimizers.SGD(learning_rate=sched)
+    optimizer.iterations.assign(steps[-1])
+    assert float(keras.ops.convert_to_numpy(optimizer.learning_rate)) == pytest.approx(
+        expected[-1], rel=RTOL, abs=ATOL_SCALE * np.max(np.abs(expected))
+    )
