@@ -143,6 +143,87 @@ def test_measured_claims_are_checked_in_hidden_cells(path):
     assert hidden_checks, "no hidden cell (tag remove-cell or hide-input) with an assert"
 
 
+def message_text(message: ast.expr) -> str:
+    """Return the literal text of an assert's message (the parts of an f-string outside ``{}``)."""
+    return "".join(
+        node.value
+        for node in ast.walk(message)
+        if isinstance(node, ast.Constant) and isinstance(node.value, str)
+    )
+
+
+@pytest.mark.parametrize("path", ALL_NOTEBOOKS, ids=lambda path: path.name)
+def test_check_cells_name_their_claim_and_report_what_they_measured(path):
+    # In Colab and JupyterLab the check cells run in plain sight: a failed check must say which
+    # claim of the text it checks and what it measured, not stop on a bare AssertionError.
+    for index, cell in enumerate(read_notebook(path).cells):
+        if cell.cell_type != "code":
+            continue
+        asserts = [
+            node
+            for node in ast.walk(ast.parse(python_source(cell.source)))
+            if isinstance(node, ast.Assert)
+        ]
+        if not asserts:
+            continue
+        tags = set(cell.metadata.get("tags", []))
+        assert {"remove-cell", "hide-input"} & tags, f"cell {index} checks claims but is not hidden"
+        first_line = cell.source.splitlines()[0]
+        assert first_line.startswith("# Claim: ") and len(first_line) > len("# Claim: "), (
+            f"cell {index} does not start with a '# Claim: ...' line: {first_line!r}"
+        )
+        for node in asserts:
+            statement = ast.get_source_segment(cell.source, node)
+            assert isinstance(node.msg, ast.Constant | ast.JoinedStr), (
+                f"cell {index}: the assert has no message (a string) saying what it measured: "
+                f"{statement}"
+            )
+            assert "expected" in message_text(node.msg), (
+                f"cell {index}: the assert's message does not say what was expected: {statement}"
+            )
+
+
+BACKEND_MODULES = {"keras", "lrtools", "tensorflow"}
+QUIET_TENSORFLOW = 'os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")'
+
+
+def backend_import_line(source: str) -> int | None:
+    """Return the line of a cell's first import of Keras, TensorFlow or lrtools, or None."""
+    lines = [
+        node.lineno
+        for node in ast.walk(ast.parse(python_source(source)))
+        if (
+            isinstance(node, ast.Import)
+            and any(alias.name.split(".")[0] in BACKEND_MODULES for alias in node.names)
+        )
+        or (
+            isinstance(node, ast.ImportFrom)
+            and (node.module or "").split(".")[0] in BACKEND_MODULES
+        )
+    ]
+    return min(lines, default=None)
+
+
+@pytest.mark.parametrize("path", ALL_NOTEBOOKS, ids=lambda path: path.name)
+def test_tensorflow_start_up_log_is_quieted_before_the_first_import(path):
+    # TensorFlow reads TF_CPP_MIN_LOG_LEVEL once, when it is first imported (through Keras or
+    # lrtools): set later, the C++ start-up lines ("failed call to cuInit", ...) reach the output.
+    cells = [cell for cell in read_notebook(path).cells if cell.cell_type == "code"]
+    first = next((cell for cell in cells if backend_import_line(cell.source)), None)
+    assert first is not None, "no cell imports Keras or lrtools"
+    tree = ast.parse(python_source(first.source))
+    quiet = [
+        node.lineno
+        for node in tree.body
+        if isinstance(node, ast.Expr)
+        and ast.unparse(node.value) == QUIET_TENSORFLOW.replace('"', "'")
+    ]
+    assert quiet, f"the first cell that imports Keras or lrtools does not run {QUIET_TENSORFLOW}"
+    assert quiet[0] < backend_import_line(first.source), (
+        f"{QUIET_TENSORFLOW} comes after the first import of Keras or lrtools"
+    )
+
+
 @pytest.mark.parametrize("path", ALL_NOTEBOOKS, ids=lambda path: path.name)
 def test_notebook_defines_no_functions_or_classes(path):
     # A helper a notebook needs belongs in lrtools, with a test.

@@ -7,8 +7,9 @@ console, that its figures are there with a non-zero size, that its math is types
 that a chapter offers its notebook for download and links to the right notebook in Colab and
 Binder. They also walk the "next" links from the first page to the last, and search the site.
 
-A full-page screenshot of every page is saved as a test artifact in ``_build/screenshots/`` (or the
-folder named by ``LRBOOK_SCREENSHOTS``).
+A full-page screenshot of every page, as a reader sees it in a window 1280 px wide (header, sidebar
+and article), and one of a chapter at a phone's width (390 px) are saved as test artifacts in
+``_build/screenshots/`` (or the folder named by ``LRBOOK_SCREENSHOTS``).
 
 Without Chromium the tests are skipped with the command that installs it, except where
 ``LRBOOK_REQUIRE_BROWSER=1`` (as ``.ci/run`` sets): there a missing browser fails them.
@@ -37,6 +38,9 @@ CONFIG = yaml.safe_load((ROOT / "_config.yml").read_text(encoding="utf-8"))
 TOC = yaml.safe_load((ROOT / "_toc.yml").read_text(encoding="utf-8"))
 SCREENSHOTS = Path(os.environ.get("LRBOOK_SCREENSHOTS", ROOT / "_build" / "screenshots"))
 PAGE_TIMEOUT_S = 30
+# The widths of the screenshots, in CSS pixels: a laptop's window and a phone's screen.
+DESKTOP_WIDTH = 1280
+PHONE_WIDTH = 390
 
 
 def toc_pages() -> list[str]:
@@ -170,13 +174,38 @@ def page_of(url: str) -> str:
     return urllib.parse.urlparse(url).path.lstrip("/").removesuffix(".html")
 
 
-def save_full_page_screenshot(driver, path: Path) -> None:
-    """Save a PNG of the whole page, not only the part in the window."""
+def save_page_screenshot(driver, path: Path, width: int, mobile: bool = False) -> None:
+    """Save a PNG of the whole page laid out in a window ``width`` CSS pixels wide.
+
+    The window is made as tall as the page, so the page is laid out and drawn once, as a reader
+    scrolling through it sees it, and captured from its top-left corner. (Chromium's
+    ``captureBeyondViewport`` instead draws the part below the window in a second layout, which
+    shifted the pages sideways and cut off their left side, sidebar included.) ``mobile`` also
+    emulates a phone's screen: the theme then hides the sidebar behind its menu button.
+    """
     path.parent.mkdir(parents=True, exist_ok=True)
-    shot = driver.execute_cdp_cmd(
-        "Page.captureScreenshot", {"format": "png", "captureBeyondViewport": True}
-    )
+    metrics = {"width": width, "height": 1000, "deviceScaleFactor": 1, "mobile": mobile}
+    try:
+        driver.execute_cdp_cmd("Emulation.setDeviceMetricsOverride", metrics)
+        height = driver.execute_script("return document.documentElement.scrollHeight")
+        driver.execute_cdp_cmd("Emulation.setDeviceMetricsOverride", {**metrics, "height": height})
+        driver.execute_script("window.scrollTo(0, 0)")
+        clip = {"x": 0, "y": 0, "width": width, "height": height, "scale": 1}
+        shot = driver.execute_cdp_cmd("Page.captureScreenshot", {"format": "png", "clip": clip})
+    finally:
+        driver.execute_cdp_cmd("Emulation.clearDeviceMetricsOverride", {})
     path.write_bytes(base64.b64decode(shot["data"]))
+
+
+def png_size(path: Path) -> tuple[int, int]:
+    """Return (width, height) of a PNG file, read from its header."""
+    data = path.read_bytes()
+    assert data[:8] == b"\x89PNG\r\n\x1a\n", f"{path} is no PNG"
+    return int.from_bytes(data[16:20], "big"), int.from_bytes(data[20:24], "big")
+
+
+def screenshot_path(page: str, prefix: str = "") -> Path:
+    return SCREENSHOTS / f"{prefix}{page.replace('/', '__')}.png"
 
 
 @pytest.fixture(scope="module")
@@ -195,7 +224,7 @@ def visit(browser, site_url):
                 for entry in browser.get_log("browser")
                 if entry["level"] == "SEVERE"
             ]
-            save_full_page_screenshot(browser, SCREENSHOTS / f"{page.replace('/', '__')}.png")
+            save_page_screenshot(browser, screenshot_path(page), DESKTOP_WIDTH)
             seen[page] = PageVisit(
                 url=browser.current_url,
                 title=found["title"],
@@ -283,7 +312,9 @@ def test_search_finds_a_term(browser, site_url, term, expected_page):
         urllib.parse.urlparse(url).path.lstrip("/").removesuffix(".html") for url in results
     }
     assert expected_page in found_pages, f"searching {term!r} found {sorted(found_pages)}"
-    save_full_page_screenshot(browser, SCREENSHOTS / f"search__{term.replace(' ', '_')}.png")
+    save_page_screenshot(
+        browser, SCREENSHOTS / f"search__{term.replace(' ', '_')}.png", DESKTOP_WIDTH
+    )
 
 
 def repository_parts() -> tuple[str, str]:
@@ -330,5 +361,62 @@ def test_launch_buttons_open_this_notebook(visit, page):
 def test_every_page_has_a_screenshot(visit):
     for page in PAGES:
         visit(page)
-        shot = SCREENSHOTS / f"{page.replace('/', '__')}.png"
-        assert shot.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n", f"{shot} is no PNG"
+        width, height = png_size(screenshot_path(page))
+        # The whole width of the window, from its left edge: nothing of the page cut off.
+        assert width == DESKTOP_WIDTH, f"{page}: screenshot {width} px wide, not {DESKTOP_WIDTH}"
+        assert height >= 500, f"{page}: screenshot only {height} px tall"
+
+
+# Where the page's parts are at the current window size: the whole page's width, the sidebar's
+# box, the article's box.
+LAYOUT = """
+const box = selector => {
+  const node = document.querySelector(selector);
+  if (!node) return null;
+  const rect = node.getBoundingClientRect();
+  return {left: rect.left, right: rect.right, width: rect.width,
+          visible: rect.width > 0 && getComputedStyle(node).visibility !== "hidden"};
+};
+return {
+  window_width: window.innerWidth,
+  page_width: document.documentElement.scrollWidth,
+  sidebar: box("#pst-primary-sidebar"),
+  article: box("article"),
+};
+"""
+
+
+def test_desktop_layout_shows_sidebar_beside_the_article(browser, site_url):
+    page = NOTEBOOK_PAGES[0]
+    browser.get(page_url(site_url, page))
+    metrics = {"width": DESKTOP_WIDTH, "height": 1000, "deviceScaleFactor": 1, "mobile": False}
+    try:
+        browser.execute_cdp_cmd("Emulation.setDeviceMetricsOverride", metrics)
+        layout = browser.execute_script(LAYOUT)
+    finally:
+        browser.execute_cdp_cmd("Emulation.clearDeviceMetricsOverride", {})
+    assert layout["page_width"] <= layout["window_width"], f"{page} scrolls sideways: {layout}"
+    sidebar, article = layout["sidebar"], layout["article"]
+    assert sidebar and sidebar["visible"] and sidebar["left"] >= 0, f"{page}: {layout}"
+    assert article and article["left"] >= sidebar["right"] - 1, f"{page}: {layout}"
+    assert article["right"] <= DESKTOP_WIDTH, f"{page}: the article is cut off: {layout}"
+
+
+def test_a_chapter_fits_a_phone_screen(browser, site_url):
+    # A reader on a phone scrolls down, never sideways: wide tables and code scroll in their own
+    # boxes, and the sidebar waits behind the menu button.
+    page = NOTEBOOK_PAGES[0]
+    browser.get(page_url(site_url, page))
+    metrics = {"width": PHONE_WIDTH, "height": 844, "deviceScaleFactor": 1, "mobile": True}
+    try:
+        browser.execute_cdp_cmd("Emulation.setDeviceMetricsOverride", metrics)
+        layout = browser.execute_script(LAYOUT)
+    finally:
+        browser.execute_cdp_cmd("Emulation.clearDeviceMetricsOverride", {})
+    assert layout["page_width"] <= PHONE_WIDTH, f"{page} scrolls sideways on a phone: {layout}"
+    sidebar, article = layout["sidebar"], layout["article"]
+    assert not (sidebar and sidebar["visible"] and sidebar["right"] > 0), f"{page}: {layout}"
+    assert article and 0 <= article["left"] and article["right"] <= PHONE_WIDTH, layout
+    shot = screenshot_path(page, prefix="phone__")
+    save_page_screenshot(browser, shot, PHONE_WIDTH, mobile=True)
+    assert png_size(shot)[0] == PHONE_WIDTH
