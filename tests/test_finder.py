@@ -422,9 +422,9 @@ def test_nan_from_the_first_step_says_so_instead_of_suggesting():
     ("kwargs", "error", "match"),
     [
         ({"start_lr": 1.0, "end_lr": 1.0}, ValueError, "smaller than end_lr"),
-        ({"start_lr": 0.0}, ValueError, "positive"),
-        ({"end_lr": -1.0}, ValueError, "positive"),
-        ({"end_lr": math.nan}, ValueError, "positive"),
+        ({"start_lr": 0.0}, ValueError, "`start_lr` must be > 0"),
+        ({"end_lr": -1.0}, ValueError, "`end_lr` must be > 0"),
+        ({"end_lr": math.nan}, ValueError, "`end_lr` must be finite"),
         ({"num_steps": 1}, ValueError, "num_steps"),
         ({"mode": "cubic"}, ValueError, "mode"),
         ({"smoothing": 1.0}, ValueError, "smoothing"),
