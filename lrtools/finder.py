@@ -465,12 +465,17 @@ def _check_not_plain(name: str, data: Any) -> None:
             "itself. Load it first (np.load, pandas.read_csv(...).to_numpy(), "
             "tf.data.Dataset.load, ...) and pass the arrays or the dataset."
         )
-    if isinstance(data, list | tuple) and data:
+    if isinstance(data, list | tuple | dict) and data:
         leaves = keras.tree.flatten(data)
         if any(isinstance(leaf, numbers.Number) for leaf in leaves):
+            example = (
+                f"{name}=np.asarray({name}, dtype='float32')"
+                if name in ("x", "y")
+                else f"{name}=(np.asarray(x_val), np.asarray(y_val))"
+            )
             raise TypeError(
-                f"`{name}` holds plain Python numbers (a list?): convert it to an array first, "
-                f"for example {name}=np.asarray({name}, dtype='float32')."
+                f"`{name}` holds plain Python numbers (a list?): convert it to arrays first, "
+                f"for example {example}."
             )
 
 
@@ -657,6 +662,7 @@ def _measurement(
 
     Returns ``(measure, every)``: ``measure(train_loss)`` gives the loss to record.
     """
+    _check_not_plain("validation_data", validation_data)
     if val_every is None:
         if validation_data is None:
             return (lambda train_loss: train_loss), 1
@@ -787,15 +793,21 @@ class _Sweep:
         return self.rates[self.every - 1 :: self.every]
 
     def _update(self, batches: Iterator[Batch]) -> float:
-        """Train until the optimizer applies one update; return the mean training loss."""
+        """Train until the optimizer applies one update; return the mean training loss.
+
+        With gradient accumulation, ``optimizer.iterations`` counts applied updates:
+        train on at most ``accumulation`` batches, until it moves.
+        """
         losses = []
         iterations = self.model.optimizer.iterations
-        while True:
+        before = int(keras.ops.convert_to_numpy(iterations)) if self.accumulation > 1 else 0
+        for _ in range(self.accumulation):
             x, y, sample_weight = next(batches)
             logs = self.model.train_on_batch(x, y, sample_weight, return_dict=True)
             losses.append(float(logs["loss"]))
-            if self.accumulation == 1 or int(iterations.numpy()) % self.accumulation == 0:
-                return float(np.mean(losses))
+            if self.accumulation == 1 or int(keras.ops.convert_to_numpy(iterations)) > before:
+                break
+        return float(np.mean(losses))
 
     def run(self, batches: Iterator[Batch]) -> None:
         """Sweep the rates once; append the recorded losses and whether it diverged."""
