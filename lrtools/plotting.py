@@ -384,7 +384,7 @@ def plot_range_test(
     keeps its labels and legend.
 
     Args:
-        result: a :class:`lrtools.RangeTestResult`.
+        result: a :class:`lrtools.finder.RangeTestResult`.
         ax: the Axes to draw on; a new figure when ``None``.
         suggest: ``True`` marks every method and highlights
             :data:`lrtools.suggestions.DEFAULT_METHOD`; a method name highlights

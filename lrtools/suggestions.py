@@ -1,6 +1,6 @@
 """Read a learning rate off a range-test curve: the smoother and the suggestion methods.
 
-A range test (:func:`lrtools.lr_range_test`) records one loss per rate. This module
+A range test (:func:`lrtools.finder.lr_range_test`) records one loss per rate. This module
 turns that curve into a rate, with small pure functions that share one signature,
 in the way fastai's suggesters do::
 
@@ -16,7 +16,7 @@ raises ``ValueError`` saying so instead of returning a confident number. Every
 suggestion lies inside the swept range ``[lrs[0], lrs[-1]]``.
 
 :data:`METHODS` maps each method's name to its function; :data:`DEFAULT_METHOD`
-is the one :meth:`lrtools.RangeTestResult.suggest` and ``plot()`` use when none is named.
+is the one :meth:`lrtools.finder.RangeTestResult.suggest` and ``plot()`` use when none is named.
 
 Example:
 
@@ -31,7 +31,6 @@ from __future__ import annotations
 
 import dataclasses
 import types
-from collections.abc import Callable, Mapping
 from typing import Any
 
 import numpy as np
@@ -57,7 +56,11 @@ __all__ = [
 ]
 
 DEFAULT_METHOD = "steepest"
-"""The method :meth:`~lrtools.RangeTestResult.suggest` and ``plot()`` use when none is named."""
+"""The suggestion method used when none is named.
+
+:meth:`~lrtools.finder.RangeTestResult.suggest`, ``repeat_suggestions()``, ``plot()`` and
+:func:`lrtools.plotting.plot_range_test` all read this one constant.
+"""
 
 DISAGREEMENT_FACTOR = 10.0
 """Suggestions further apart than this factor (one decade) are flagged as disagreeing."""
@@ -79,8 +82,6 @@ Rounding cannot fake a 1 % fall: float32 losses carry a relative error of about
 # suggest_range: the falling part runs from where the smoothed loss has covered this
 # fraction of its total drop to where it has covered 1 - this fraction.
 _RANGE_FRACTION = 0.1
-
-Suggester = Callable[..., float]
 
 
 # --------------------------------------------------------------------------- smoothing
@@ -273,7 +274,7 @@ def consensus(lrs: Any, smoothed_losses: Any, *, skip: int = 0) -> float:
     return float(np.exp(np.mean(np.log(rates))))
 
 
-METHODS: Mapping[str, Suggester] = types.MappingProxyType(
+METHODS = types.MappingProxyType(
     {"steepest": steepest, "valley": valley, "minimum": minimum, "consensus": consensus}
 )
 """The suggestion methods by name; each is ``method(lrs, smoothed_losses, *, skip=0) -> float``."""
