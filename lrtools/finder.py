@@ -798,14 +798,18 @@ class _Sweep:
         With gradient accumulation, ``optimizer.iterations`` counts applied updates:
         train on at most ``accumulation`` batches, until it moves.
         """
-        losses = []
-        iterations = self.model.optimizer.iterations
-        before = int(keras.ops.convert_to_numpy(iterations)) if self.accumulation > 1 else 0
+        optimizer, losses = self.model.optimizer, []
+        if self.accumulation > 1:
+            before = int(keras.ops.convert_to_numpy(optimizer.iterations))
         for _ in range(self.accumulation):
             x, y, sample_weight = next(batches)
             logs = self.model.train_on_batch(x, y, sample_weight, return_dict=True)
             losses.append(float(logs["loss"]))
-            if self.accumulation == 1 or int(keras.ops.convert_to_numpy(iterations)) > before:
+            # A property: with accumulation a new value each read, the applied updates so far.
+            if (
+                self.accumulation == 1
+                or int(keras.ops.convert_to_numpy(optimizer.iterations)) > before
+            ):
                 break
         return float(np.mean(losses))
 

@@ -714,10 +714,11 @@ def test_gradient_accumulation_starting_mid_group_still_updates_at_each_rate(mon
     x, y = regression_data(rows=96)
     model = small_net(keras.optimizers.SGD(0.01, gradient_accumulation_steps=2))
     model.train_on_batch(x[:16], y[:16])  # one batch into an accumulation group
-    updates = []
+    updates, calls = [], []
     train_on_batch = model.train_on_batch
 
     def spy(*args, **kwargs):
+        calls.append(1)
         applied = (int(model.optimizer._iterations.numpy()) + 1) % 2 == 0  # every 2nd batch
         if applied:
             updates.append(float(model.optimizer.learning_rate.numpy()))
@@ -726,6 +727,7 @@ def test_gradient_accumulation_starting_mid_group_still_updates_at_each_rate(mon
     monkeypatch.setattr(model, "train_on_batch", spy)
     result = lr_range_test(model, x, y, end_lr=1e-2, num_steps=8, **QUIET)
     np.testing.assert_allclose(updates, result.lrs, rtol=1e-6)  # one update per swept rate
+    assert len(calls) == 1 + 2 * 7  # the open group is completed first, then groups of 2
 
 
 def test_val_every_measures_the_whole_validation_set(monkeypatch):
