@@ -7,6 +7,7 @@ Modules:
 
 - ``lrtools.schedules``: learning-rate schedules (``LearningRateSchedule`` subclasses).
 - ``lrtools.finder``: the learning-rate range test (``lr_range_test``).
+- ``lrtools.suggestions``: the rules that read a rate off a range-test curve.
 - ``lrtools.callbacks``: what a schedule alone cannot do (epoch functions,
   one-cycle momentum, snapshot ensembles, plateau reduction on any schedule).
 - ``lrtools.optimizers``: per-layer-group (discriminative) learning rates.
@@ -34,7 +35,16 @@ from lrtools import schedules
 
 __version__ = "0.1.0"
 
-_SUBMODULES = ("callbacks", "data", "experiments", "finder", "optimizers", "plotting", "tuning")
+_SUBMODULES = (
+    "callbacks",
+    "data",
+    "experiments",
+    "finder",
+    "optimizers",
+    "plotting",
+    "suggestions",
+    "tuning",
+)
 _SHORTCUTS = {"lr_range_test": "finder", "RangeTestResult": "finder"}
 
 __all__ = ["schedules", *_SUBMODULES, *_SHORTCUTS, "__version__"]
