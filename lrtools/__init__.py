@@ -7,6 +7,7 @@ Modules:
 
 - ``lrtools.schedules``: learning-rate schedules (``LearningRateSchedule`` subclasses).
 - ``lrtools.finder``: the learning-rate range test (``lr_range_test``).
+- ``lrtools.suggestions``: the rules that read a rate off a range-test curve.
 - ``lrtools.callbacks``: what a schedule alone cannot do (epoch functions,
   one-cycle momentum, snapshot ensembles, plateau reduction on any schedule).
 - ``lrtools.optimizers``: per-layer-group (discriminative) learning rates.
@@ -44,6 +45,7 @@ _SUBMODULES = (
     "optimizers",
     "plotting",
     "runtime",
+    "suggestions",
     "tuning",
 )
 _SHORTCUTS = {"lr_range_test": "finder", "RangeTestResult": "finder"}

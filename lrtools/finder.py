@@ -7,8 +7,12 @@ which rates are worth training with::
 
     result = lrtools.lr_range_test(model, x_train, y_train, batch_size=64)
     result.suggestions()          # every method's rate, and whether they agree
-    result.plot()                 # the loss against the rate, suggestion marked
+    result.plot()                 # the loss against the rate, suggestions marked
     lr = result.suggest("valley")
+
+The suggestion methods and the smoother live in :mod:`lrtools.suggestions`, the
+figure in :func:`lrtools.plotting.plot_range_test`; this module runs the test and
+holds its result.
 
 The test leaves the model as it found it: weights, optimizer slots, step
 counter and learning rate (a float, a variable or a schedule) are restored bit
@@ -23,16 +27,16 @@ With one optimizer the ratio is 1, so the optimizer trains at exactly the swept
 rate. With a ``MultiOptimizer`` the groups keep their proportions and the swept
 rate (and so every suggestion) is the rate of the fastest group: multiply it by
 each group's ratio to set the others. When every rate is 0 at the start (a
-warm-up schedule at step 0), all groups get the swept rate.
+warm-up schedule at step 0), all groups get the swept rate (with a warning when
+there are several).
 """
 
 from __future__ import annotations
 
 import contextlib
-import dataclasses
-import itertools
 import math
 import numbers
+import os
 import random
 import warnings
 from collections.abc import Callable, Iterable, Iterator, Sequence
@@ -41,160 +45,39 @@ from typing import TYPE_CHECKING, Any
 import keras
 import numpy as np
 
-from lrtools._rates import rate_owners
+from lrtools._checks import check_choice, check_count, check_flag, check_fraction, check_rate
+from lrtools._extras import require
+from lrtools._rates import (
+    current_rate,
+    group_ratios,
+    rate_object,
+    rate_owners,
+    replace_rate,
+    restore_rate,
+)
+from lrtools.suggestions import (  # noqa: F401 - DISAGREEMENT_FACTOR and Suggestions re-exported
+    DEFAULT_METHOD,
+    DISAGREEMENT_FACTOR,
+    METHODS,
+    SKIP_FRACTION,
+    LossSmoother,
+    Suggestions,
+    check_method,
+    smooth,
+    suggest_range,
+)
 
 if TYPE_CHECKING:  # pragma: no cover - imported for type hints only
     import pandas as pd
     from matplotlib.axes import Axes
 
-__all__ = ["DISAGREEMENT_FACTOR", "METHODS", "RangeTestResult", "Suggestions", "lr_range_test"]
-
-METHODS = ("steepest", "valley", "minimum")
-"""The suggestion methods of :meth:`RangeTestResult.suggest`."""
-
-DISAGREEMENT_FACTOR = 10.0
-"""Suggestions further apart than this factor (one decade) are flagged as disagreeing."""
+# METHODS, DISAGREEMENT_FACTOR and Suggestions are documented in lrtools.suggestions
+# and stay importable from here.
+__all__ = ["RangeTestResult", "lr_range_test"]
 
 _MODES = ("exponential", "linear")
-# The suggestions ignore this fraction of the planned steps at the start (as fastai does).
-_SKIP_FRACTION = 0.1
-# suggest_range: the falling part of the curve runs from where the smoothed loss
-# has covered this fraction of its total drop to where it has covered 1 - this fraction.
-_RANGE_FRACTION = 0.1
 
 Batch = tuple[Any, Any, Any]
-
-
-# --------------------------------------------------------------------------- smoothing
-
-
-class _LossSmoother:
-    """Exponential moving average with bias correction (fastai's smoothed loss).
-
-    ``avg_t = smoothing * avg_{t-1} + (1 - smoothing) * loss_t``,
-    ``smoothed_t = avg_t / (1 - smoothing ** (t + 1))``; ``smoothing=0`` returns
-    the losses unchanged. A non-finite loss makes every later value non-finite.
-    """
-
-    def __init__(self, smoothing: float):
-        self.smoothing = smoothing
-        self.average = 0.0
-        self.count = 0
-
-    def update(self, loss: float) -> float:
-        self.count += 1
-        self.average = self.smoothing * self.average + (1.0 - self.smoothing) * loss
-        return self.average / (1.0 - self.smoothing**self.count)
-
-
-def _smooth(losses: np.ndarray, smoothing: float) -> np.ndarray:
-    smoother = _LossSmoother(smoothing)
-    return np.array([smoother.update(loss) for loss in losses], dtype=float)
-
-
-# --------------------------------------------------------------------------- suggestions
-
-
-def _descent(lrs: np.ndarray, smoothed: np.ndarray, skip: int) -> tuple[np.ndarray, np.ndarray]:
-    """Return the finite part of the curve up to its minimum, without the first ``skip`` steps.
-
-    At least the two points before and at the minimum are kept.
-    """
-    finite = np.isfinite(smoothed)
-    if not finite[0]:
-        raise ValueError(
-            f"The loss was not finite (NaN or inf) from the first step (lr={lrs[0]:.3g}), so "
-            "there is nothing to suggest. Check the data and the model for NaN, or run the "
-            "test again with a smaller start_lr."
-        )
-    length = len(smoothed) if finite.all() else int(np.argmin(finite))
-    lrs, smoothed = lrs[:length], smoothed[:length]
-    lowest = int(np.argmin(smoothed))
-    if lowest == 0:
-        raise ValueError(
-            f"The smoothed loss never fell below its value at the first step (lr={lrs[0]:.3g}), "
-            "so there is no falling part to suggest a rate from. Run the test again with a "
-            "smaller start_lr (the rate is already too high), a larger end_lr or more "
-            "num_steps (the rate never got high enough), or less smoothing."
-        )
-    start = min(skip, lowest - 1)
-    return lrs[start : lowest + 1], smoothed[start : lowest + 1]
-
-
-def _steepest(lrs: np.ndarray, smoothed: np.ndarray) -> float:
-    slopes = np.gradient(smoothed, np.log(lrs))
-    return float(lrs[int(np.argmin(slopes))])
-
-
-def _valley(lrs: np.ndarray, smoothed: np.ndarray) -> float:
-    # fastai's valley: the longest decreasing subsequence, read as a contiguous stretch of
-    # that many steps ending where the subsequence ends; the suggestion is its middle.
-    length = np.ones(len(smoothed), dtype=int)
-    for i in range(1, len(smoothed)):
-        higher = smoothed[:i] > smoothed[i]
-        if higher.any():
-            length[i] = length[:i][higher].max() + 1
-    end = int(np.argmax(length))
-    return float(lrs[end - length[end] // 2])
-
-
-def _minimum(lrs: np.ndarray, smoothed: np.ndarray) -> float:
-    return float(lrs[-1] / 10.0)
-
-
-_SUGGESTERS = {"steepest": _steepest, "valley": _valley, "minimum": _minimum}
-
-
-def _check_method(method: str) -> str:
-    if method not in METHODS:
-        raise ValueError(f"Unknown method {method!r}: use one of {', '.join(map(repr, METHODS))}.")
-    return method
-
-
-@dataclasses.dataclass(frozen=True)
-class Suggestions:
-    """Every method's suggested rate at once, and whether they agree.
-
-    Attributes:
-        rates: method name -> suggested rate, for each of :data:`METHODS`.
-        ratio: the largest suggestion divided by the smallest.
-        disagree: ``True`` when ``ratio`` exceeds :data:`DISAGREEMENT_FACTOR`
-            (one decade): the curve is ambiguous, so look at the plot rather
-            than trust any single number.
-        spreads: with several repeats, method name -> ``(lowest, highest)``
-            suggestion over the repeats; empty for a single run.
-
-    Example:
-
-    >>> s = Suggestions(rates={"steepest": 0.01, "valley": 0.02, "minimum": 0.03},
-    ...                 ratio=3.0, disagree=False, spreads={})
-    >>> s["valley"]
-    0.02
-    """
-
-    rates: dict[str, float]
-    ratio: float
-    disagree: bool
-    spreads: dict[str, tuple[float, float]]
-
-    def __getitem__(self, method: str) -> float:
-        return self.rates[_check_method(method)]
-
-    def __repr__(self) -> str:
-        lines = []
-        for method, rate in self.rates.items():
-            line = f"  {method:<9} {rate:.3g}"
-            if method in self.spreads:
-                low, high = self.spreads[method]
-                line += f"  (repeats: {low:.3g} to {high:.3g})"
-            lines.append(line)
-        verdict = (
-            f"DISAGREE: they span a factor {self.ratio:.3g} > {DISAGREEMENT_FACTOR:g}; "
-            "look at result.plot() before choosing"
-            if self.disagree
-            else f"agree within a factor {self.ratio:.3g}"
-        )
-        return "Suggestions(\n" + "\n".join(lines) + f"\n  {verdict}\n)"
 
 
 # --------------------------------------------------------------------------- result
@@ -210,12 +93,13 @@ class RangeTestResult:
     because the moving average is linear).
 
     Attributes:
-        lrs: the rate of each step, shape ``(n,)``.
-        losses: the loss recorded at each step, shape ``(n,)``: the training
+        lrs: the rate of each recorded loss, shape ``(n,)``.
+        losses: the loss recorded at each rate, shape ``(n,)``: the training
             loss of the step's batch (computed before that step's update), or
-            the loss on the fixed validation batch after the update.
+            the validation loss after the update.
         smoothed_losses: ``losses`` smoothed by a bias-corrected exponential
-            moving average with factor ``smoothing``.
+            moving average with factor ``smoothing``
+            (:func:`lrtools.suggestions.smooth`).
         diverged: ``True`` when the test stopped early because the loss
             exploded or was not finite (in at least one repeat).
         repeat_losses: one array of recorded losses per repeat (each as long
@@ -225,14 +109,15 @@ class RangeTestResult:
         validation: ``True`` when the losses are validation losses.
 
     Args:
-        lrs: the rate of every planned step; at least as long as the longest repeat.
-        repeat_losses: one sequence of losses per repeat, step by step.
+        lrs: the rate of every planned measurement; at least as long as the longest repeat.
+        repeat_losses: one sequence of losses per repeat, measurement by measurement.
         smoothing: the factor of the moving average, in ``[0, 1)``.
         diverged: whether the test stopped early on divergence.
         validation: whether the losses were measured on validation data.
 
     Raises:
-        ValueError: when there is no repeat, a repeat is empty or longer than ``lrs``.
+        ValueError: when there is no repeat, a repeat is empty or longer than ``lrs``,
+            or ``smoothing`` lies outside ``[0, 1)``.
 
     Example:
 
@@ -258,25 +143,24 @@ class RangeTestResult:
             raise ValueError("repeat_losses needs at least one non-empty sequence of losses.")
         if max(len(run) for run in runs) > len(planned):
             raise ValueError("Each repeat must have at most one loss per rate in lrs.")
-        _check_smoothing(smoothing)
+        self.smoothing = _check_smoothing(smoothing)
         steps = min(len(run) for run in runs)
-        self.smoothing = float(smoothing)
         self.diverged = bool(diverged)
         self.validation = bool(validation)
         self.repeat_losses = runs
-        self.repeat_smoothed_losses = tuple(_smooth(run, self.smoothing) for run in runs)
+        self.repeat_smoothed_losses = tuple(smooth(run, self.smoothing) for run in runs)
         self.lrs = planned[:steps]
         self.losses = np.mean([run[:steps] for run in runs], axis=0)
         self.smoothed_losses = np.mean([run[:steps] for run in self.repeat_smoothed_losses], axis=0)
         self._planned_lrs = planned
-        self._skip = int(len(planned) * _SKIP_FRACTION)
+        self._skip = int(len(planned) * SKIP_FRACTION)
 
     @property
     def repeats(self) -> int:
         """The number of repeats the test ran."""
         return len(self.repeat_losses)
 
-    def suggest(self, method: str = "steepest") -> float:
+    def suggest(self, method: str = DEFAULT_METHOD) -> float:
         """Suggest a learning rate from the smoothed loss curve.
 
         All methods look only at the finite part of the smoothed curve up to
@@ -306,14 +190,22 @@ class RangeTestResult:
           starts too early and the rate is small) or when the test is too short
           to resolve the valley.
         - ``"minimum"``: the rate at the smallest smoothed loss, divided by
-          10 (fastai's ``minimum``). Reasoning: the minimum sits at the edge of
-          instability, so one decade below is a safe rate. Fails when the test
-          ended before the loss rose (``end_lr`` too small: the "minimum" is just
-          the last step), and the moving average's lag moves the minimum to
-          slightly higher rates than the raw losses show.
+          10 (fastai's ``minimum``), but never below the first swept rate.
+          Reasoning: the minimum sits at the edge of instability, so one decade
+          below is a safe rate. Fails when the test ended before the loss rose
+          (``end_lr`` too small: the "minimum" is just the last step), and the
+          moving average's lag moves the minimum to slightly higher rates than
+          the raw losses show.
+        - ``"consensus"``: the geometric mean of the three above, so that no
+          single rule decides.
+
+        Every suggestion lies inside the swept range. A flat curve (the smoothed
+        loss falls by less than :data:`lrtools.suggestions.MIN_RELATIVE_DROP`,
+        1 %, of its first value: the network learned nothing) gets no suggestion.
 
         Args:
-            method: one of ``"steepest"``, ``"valley"``, ``"minimum"``.
+            method: one of :data:`lrtools.suggestions.METHODS`; by default
+                :data:`lrtools.suggestions.DEFAULT_METHOD`.
 
         Returns:
             The suggested rate, a float. With several repeats, the median
@@ -322,7 +214,8 @@ class RangeTestResult:
 
         Raises:
             ValueError: for an unknown method, or when the curve has no
-                falling part (NaN from the first step, or a loss that never fell).
+                falling part (NaN from the first step, a loss that never fell,
+                or a flat curve).
 
         Example:
 
@@ -332,19 +225,19 @@ class RangeTestResult:
         >>> result.suggest("steepest") < result.suggest("minimum") * 10
         True
         """
+        suggester = METHODS[check_method(method)]
         if self.repeats > 1:
             return float(np.exp(np.median(np.log(self.repeat_suggestions(method)))))
-        suggester = _SUGGESTERS[_check_method(method)]
-        return suggester(*_descent(self.lrs, self.smoothed_losses, self._skip))
+        return suggester(self.lrs, self.smoothed_losses, skip=self._skip)
 
-    def repeat_suggestions(self, method: str = "steepest") -> np.ndarray:
+    def repeat_suggestions(self, method: str = DEFAULT_METHOD) -> np.ndarray:
         """Return the suggestion of ``method`` for each repeat separately.
 
         Their spread shows how far to trust :meth:`suggest`: rates that differ
         by a factor 3 across shuffles say the curve is noisy.
 
         Args:
-            method: one of ``"steepest"``, ``"valley"``, ``"minimum"``.
+            method: one of :data:`lrtools.suggestions.METHODS`.
 
         Returns:
             An array with one rate per repeat.
@@ -359,10 +252,10 @@ class RangeTestResult:
         >>> RangeTestResult(lrs, [losses, losses], smoothing=0.0).repeat_suggestions().shape
         (2,)
         """
-        suggester = _SUGGESTERS[_check_method(method)]
+        suggester = METHODS[check_method(method)]
         return np.array(
             [
-                suggester(*_descent(self._planned_lrs[: len(smoothed)], smoothed, self._skip))
+                suggester(self._planned_lrs[: len(smoothed)], smoothed, skip=self._skip)
                 for smoothed in self.repeat_smoothed_losses
             ]
         )
@@ -371,12 +264,13 @@ class RangeTestResult:
         """Return every method's suggestion and flag when they disagree.
 
         A single suggestion misleads when the curve is ambiguous; when the
-        methods land more than :data:`DISAGREEMENT_FACTOR` (one decade) apart,
-        ``disagree`` is ``True`` and the repr says to look at the plot.
+        methods land more than :data:`lrtools.suggestions.DISAGREEMENT_FACTOR`
+        (one decade) apart, ``disagree`` is ``True`` and the repr says to look
+        at the plot.
 
         Returns:
-            A :class:`Suggestions`; with several repeats it also holds each
-            method's lowest and highest suggestion over the repeats.
+            A :class:`lrtools.suggestions.Suggestions`; with several repeats it
+            also holds each method's lowest and highest suggestion over the repeats.
 
         Raises:
             ValueError: when the curve has no falling part (see :meth:`suggest`).
@@ -406,13 +300,14 @@ class RangeTestResult:
         upper bound where it stops falling. Here "starts" and "stops" are where
         the smoothed loss has covered 10 % and 90 % of its total drop from the
         start of the curve (after the skipped steps, see :meth:`suggest`) to
-        its minimum. Fails like ``"minimum"`` when the test ended
-        before the loss rose, and on curves with two drops. The smoothed curve
-        lags the raw loss by up to ``1 / (1 - smoothing)`` steps, which pushes
-        ``max_lr`` towards rates where the raw loss already rises: on the
-        book's digits network (chapter 6) the bound came out about twice too
-        high for ``CyclicLR`` to return to safely. Treat ``max_lr`` as an upper
-        limit, and halve it if the loss jumps at every peak of the cycle.
+        its minimum (:func:`lrtools.suggestions.suggest_range`). Fails like
+        ``"minimum"`` when the test ended before the loss rose, and on curves
+        with two drops. The smoothed curve lags the raw loss by up to
+        ``1 / (1 - smoothing)`` steps, which pushes ``max_lr`` towards rates
+        where the raw loss already rises: on the book's digits network
+        (chapter 6) the bound came out about twice too high for ``CyclicLR``
+        to return to safely. Treat ``max_lr`` as an upper limit, and halve it
+        if the loss jumps at every peak of the cycle.
 
         Returns:
             ``(base_lr, max_lr)`` with ``base_lr < max_lr``.
@@ -428,11 +323,7 @@ class RangeTestResult:
         >>> base_lr < max_lr
         True
         """
-        lrs, smoothed = _descent(self.lrs, self.smoothed_losses, self._skip)
-        drop = smoothed[0] - smoothed[-1]
-        started = np.flatnonzero(smoothed <= smoothed[0] - _RANGE_FRACTION * drop)[0]
-        stopped = np.flatnonzero(smoothed <= smoothed[-1] + _RANGE_FRACTION * drop)[0]
-        return float(lrs[started]), float(lrs[max(stopped, started + 1)])
+        return suggest_range(self.lrs, self.smoothed_losses, skip=self._skip)
 
     def to_frame(self) -> pd.DataFrame:
         """Return the recorded curves as a tidy pandas DataFrame.
@@ -441,14 +332,16 @@ class RangeTestResult:
             One row per repeat and step, with columns ``repeat``, ``step``,
             ``lr``, ``loss`` and ``smoothed_loss``.
 
+        Raises:
+            ImportError: without pandas; the message names the ``[plot]`` extra.
+
         Example:
 
         >>> lrs = np.geomspace(1e-4, 1.0, 50)
         >>> RangeTestResult(lrs, [1.0 / (1.0 + lrs)]).to_frame().shape
         (50, 5)
         """
-        import pandas as pd
-
+        pd = require("pandas", feature="RangeTestResult.to_frame()")
         frames = [
             pd.DataFrame(
                 {
@@ -466,70 +359,30 @@ class RangeTestResult:
         return pd.concat(frames, ignore_index=True)
 
     def plot(self, ax: Axes | None = None, suggest: bool | str = True) -> Axes:
-        """Plot the loss against the rate (log axis), raw and smoothed.
-
-        Draws in the book's seaborn theme (:func:`lrtools.plotting.set_theme`):
-        the raw losses as a thin line, the smoothed losses as a thick one, the
-        range of the smoothed curves over the repeats as a band (with several
-        repeats), and the suggested rate as a dashed vertical line. The y axis
-        is cut a little above the highest smoothed loss, so that the final
-        explosion does not flatten the interesting part.
+        """Plot the loss against the rate: :func:`lrtools.plotting.plot_range_test`.
 
         Args:
             ax: the Matplotlib ``Axes`` to draw on; a new figure when ``None``.
-            suggest: ``True`` marks the ``"steepest"`` suggestion, a method
-                name marks that method's, ``False`` marks none. Nothing is
-                marked when the curve has no falling part.
+            suggest: ``True`` marks every method's rate and highlights
+                :data:`lrtools.suggestions.DEFAULT_METHOD`'s; a method name
+                highlights that one instead; ``False`` marks none.
 
         Returns:
             The ``Axes``.
 
         Raises:
             ValueError: for an unknown method name.
+            ImportError: without matplotlib; the message names the ``[plot]`` extra.
 
         Example:
 
         >>> lrs = np.geomspace(1e-4, 1.0, 50)
         >>> ax = RangeTestResult(lrs, [1.0 / (1.0 + 1e3 * lrs)]).plot(suggest="valley")
         """
-        import matplotlib.pyplot as plt
+        require("matplotlib.pyplot", feature="RangeTestResult.plot()")
+        from lrtools import plotting
 
-        from lrtools.plotting import axis_label, set_theme
-
-        method = "steepest" if suggest is True else suggest
-        if method:
-            _check_method(method)
-        set_theme()
-        if ax is None:
-            _, ax = plt.subplots()
-        loss_name = "validation loss" if self.validation else axis_label("loss")
-        if self.repeats > 1:
-            curves = np.array([run[: len(self.lrs)] for run in self.repeat_smoothed_losses])
-            ax.fill_between(
-                self.lrs,
-                curves.min(axis=0),
-                curves.max(axis=0),
-                alpha=0.2,
-                label=f"smoothed, range over {self.repeats} repeats",
-            )
-        ax.plot(self.lrs, self.losses, linewidth=1.0, alpha=0.5, label=loss_name)
-        ax.plot(self.lrs, self.smoothed_losses, linewidth=2.0, label=f"smoothed {loss_name}")
-        finite = self.smoothed_losses[np.isfinite(self.smoothed_losses)]
-        if finite.size:
-            low = min(finite.min(), self.losses[np.isfinite(self.losses)].min())
-            high = finite.max()
-            margin = 0.1 * (high - low) or 0.1 * abs(high) or 0.1
-            ax.set_ylim(low - margin, high + margin)
-        if method:
-            with contextlib.suppress(ValueError):
-                rate = self.suggest(method)
-                ax.axvline(rate, linestyle="--", color="black", label=f"{method}: {rate:.2g}")
-        ax.set_xscale("log")
-        ax.set_xlabel(axis_label("learning_rate") + " (log scale)")
-        ax.set_ylabel(loss_name)
-        ax.set_title("Learning-rate range test")
-        ax.legend()
-        return ax
+        return plotting.plot_range_test(self, ax=ax, suggest=suggest)
 
     def __repr__(self) -> str:
         header = (
@@ -547,51 +400,53 @@ class RangeTestResult:
 # --------------------------------------------------------------------------- checks
 
 
-def _check_smoothing(smoothing: Any) -> None:
-    if not isinstance(smoothing, numbers.Real) or not 0.0 <= smoothing < 1.0:
-        raise ValueError(
-            f"smoothing must be a number in [0, 1) (0 turns smoothing off), got {smoothing!r}."
-        )
+def _check_smoothing(smoothing: Any) -> float:
+    return check_fraction("smoothing", smoothing, low_open=False, high_open=True)
 
 
-def _check_count(name: str, value: Any, minimum: int) -> int:
-    if isinstance(value, bool) or not isinstance(value, numbers.Integral) or value < minimum:
-        raise ValueError(f"{name} must be an integer >= {minimum}, got {value!r}.")
-    return int(value)
-
-
-def _check_arguments(
-    model: Any,
-    start_lr: Any,
-    end_lr: Any,
-    mode: str,
-    diverge_factor: Any,
-    verbose: Any,
-) -> None:
+def _check_model(model: Any) -> None:
     if not isinstance(model, keras.Model):
-        raise TypeError(f"model must be a keras.Model, got {type(model).__name__}.")
+        raise TypeError(f"`model` must be a keras.Model, got {type(model).__name__}.")
     if not getattr(model, "compiled", False) or model.optimizer is None:
         raise ValueError(
             "The model is not compiled: call model.compile(optimizer=..., loss=...) before "
             "the range test, with the optimizer you will train with."
         )
-    for name, rate in (("start_lr", start_lr), ("end_lr", end_lr)):
-        if not isinstance(rate, numbers.Real) or not math.isfinite(rate) or rate <= 0:
-            raise ValueError(f"{name} must be a positive finite number, got {rate!r}.")
+
+
+def _check_sweep(start_lr: Any, end_lr: Any, mode: Any) -> tuple[float, float, str]:
+    start_lr, end_lr = check_rate("start_lr", start_lr), check_rate("end_lr", end_lr)
     if start_lr >= end_lr:
         raise ValueError(
             f"start_lr ({start_lr!r}) must be smaller than end_lr ({end_lr!r}): the test "
             "sweeps the rate upwards. Typical values are start_lr=1e-7, end_lr=10."
         )
-    if mode not in _MODES:
-        raise ValueError(f"Unknown mode {mode!r}: use 'exponential' (Howard) or 'linear' (Smith).")
-    if not isinstance(diverge_factor, numbers.Real) or not diverge_factor > 1.0:
+    return start_lr, end_lr, check_choice("mode", mode, _MODES)
+
+
+def _check_diverge_factor(diverge_factor: Any) -> float:
+    if isinstance(diverge_factor, bool) or not isinstance(diverge_factor, numbers.Real):
+        raise TypeError(f"`diverge_factor` must be a number > 1, got {diverge_factor!r}.")
+    if not diverge_factor > 1.0:  # math.inf is allowed: never stop early on a finite loss
         raise ValueError(
-            f"diverge_factor must be a number > 1 (math.inf never stops early), "
-            f"got {diverge_factor!r}."
+            f"`diverge_factor` must be > 1 (math.inf never stops early), got {diverge_factor!r}."
         )
-    if verbose not in ("auto", 0, 1, 2):
-        raise ValueError(f"verbose must be 'auto', 0, 1 or 2, got {verbose!r}.")
+    return float(diverge_factor)
+
+
+def _check_verbose(verbose: Any) -> int:
+    if isinstance(verbose, bool) or verbose not in ("auto", 0, 1, 2):
+        raise ValueError(f"`verbose` must be 'auto', 0, 1 or 2, got {verbose!r}.")
+    return 1 if verbose == "auto" else int(verbose)
+
+
+def _accumulation(optimizer: keras.optimizers.Optimizer) -> int:
+    """The optimizer's gradient-accumulation steps: train steps per applied update (1 without)."""
+    steps = getattr(optimizer, "gradient_accumulation_steps", None)
+    inner = getattr(optimizer, "inner_optimizer", None)
+    if not steps and inner is not None:
+        steps = getattr(inner, "gradient_accumulation_steps", None)
+    return int(steps) if steps else 1
 
 
 # --------------------------------------------------------------------------- data
@@ -600,6 +455,28 @@ def _check_arguments(
 def _is_arrays(data: Any) -> bool:
     leaves = [leaf for leaf in keras.tree.flatten(data) if leaf is not None]
     return bool(leaves) and all(len(getattr(leaf, "shape", ())) >= 1 for leaf in leaves)
+
+
+def _check_not_plain(name: str, data: Any) -> None:
+    """Refuse a file name, and plain Python numbers where arrays belong, saying what to do."""
+    if isinstance(data, str | bytes | os.PathLike):
+        raise TypeError(
+            f"`{name}` is a file name ({os.fspath(data)!r}): the range test needs the data "
+            "itself. Load it first (np.load, pandas.read_csv(...).to_numpy(), "
+            "tf.data.Dataset.load, ...) and pass the arrays or the dataset."
+        )
+    if isinstance(data, list | tuple | dict) and data:
+        leaves = keras.tree.flatten(data)
+        if any(isinstance(leaf, numbers.Number) for leaf in leaves):
+            example = (
+                f"{name}=np.asarray({name}, dtype='float32')"
+                if name in ("x", "y")
+                else f"{name}=(np.asarray(x_val), np.asarray(y_val))"
+            )
+            raise TypeError(
+                f"`{name}` holds plain Python numbers (a list?): convert it to arrays first, "
+                f"for example {example}."
+            )
 
 
 def _unpack(batch: Any) -> Batch:
@@ -666,6 +543,8 @@ class _Batches:
         self.batch_size = batch_size
         self.arrays: tuple[Any, Any] | None = None
         self.batches: list[Batch] | None = None
+        _check_not_plain("x", x)
+        _check_not_plain("y", y)
         if _is_arrays(x):
             self._init_arrays(x, y, max_samples)
             return
@@ -693,10 +572,15 @@ class _Batches:
         x, y = keras.tree.map_structure(
             lambda part: None if part is None else np.asarray(part), (x, y)
         )
-        lengths = {len(leaf) for leaf in keras.tree.flatten((x, y)) if leaf is not None}
-        if len(lengths) > 1:
-            raise ValueError(f"x and y must have the same number of rows, got {sorted(lengths)}.")
-        rows = lengths.pop()
+        x_rows = {len(leaf) for leaf in keras.tree.flatten(x) if leaf is not None}
+        y_rows = {len(leaf) for leaf in keras.tree.flatten(y) if leaf is not None}
+        if len(x_rows | y_rows) > 1:
+            raise ValueError(
+                f"x has {_listed(x_rows)} rows but y has {_listed(y_rows)}: x and y must have "
+                "the same number of rows (one target per sample). Check that they come from "
+                "the same split, and that y is not transposed."
+            )
+        rows = (x_rows | y_rows).pop()
         if rows == 0:
             raise ValueError("x is empty: the range test needs at least one sample.")
         if max_samples is not None and max_samples < rows:
@@ -751,6 +635,58 @@ def _validation_batch(validation_data: Any) -> Batch:
     )
 
 
+def _listed(counts: set[int]) -> str:
+    return " and ".join(map(str, sorted(counts))) or "no"
+
+
+def _validation_set(validation_data: Any, batch_size: int) -> dict[str, Any]:
+    """The arguments of ``model.evaluate`` for the whole validation set, read again each time."""
+    if isinstance(validation_data, tuple) and _is_arrays(validation_data):
+        x, y, sample_weight = _unpack(validation_data)
+        if len(keras.tree.flatten(x)[0]) == 0:
+            raise ValueError("validation_data is empty: it needs at least one sample.")
+        return {"x": x, "y": y, "sample_weight": sample_weight, "batch_size": batch_size}
+    if isinstance(validation_data, Iterator) or not isinstance(validation_data, Iterable):
+        raise TypeError(
+            "With val_every, validation_data must be readable again and again: a tuple "
+            "(x_val, y_val) of arrays, a tf.data.Dataset or a keras.utils.PyDataset, got "
+            f"{type(validation_data).__name__} (a generator is used up after one pass)."
+        )
+    return {"x": validation_data}
+
+
+def _measurement(
+    model: keras.Model, validation_data: Any, val_every: Any, batch_size: int, num_steps: int
+) -> tuple[Callable[[float], float], int]:
+    """How a step's loss is recorded, and every how many steps.
+
+    Returns ``(measure, every)``: ``measure(train_loss)`` gives the loss to record.
+    """
+    _check_not_plain("validation_data", validation_data)
+    if val_every is None:
+        if validation_data is None:
+            return (lambda train_loss: train_loss), 1
+        batch = _validation_batch(validation_data)
+        return (lambda _: float(model.test_on_batch(*batch, return_dict=True)["loss"])), 1
+    every = check_count("val_every", val_every, 1)
+    if every > num_steps // 2:
+        raise ValueError(
+            f"`val_every` must be at most num_steps // 2 = {num_steps // 2} so that the test "
+            f"measures at least two points, got {every}."
+        )
+    if validation_data is None:
+        raise ValueError(
+            "`val_every` needs validation_data: pass validation_data=(x_val, y_val) (or a "
+            "dataset) to measure on it every val_every steps, or drop val_every."
+        )
+    arguments = _validation_set(validation_data, batch_size)
+
+    def evaluate(_: float) -> float:
+        return float(model.evaluate(**arguments, verbose=0, return_dict=True)["loss"])
+
+    return evaluate, every
+
+
 # --------------------------------------------------------------------------- training state
 
 
@@ -777,22 +713,23 @@ class _Snapshot:
 class _RateDriver:
     """Sets the rate of every rate owner of an optimizer, step by step, and puts it back.
 
-    An owner whose rate is a variable has that variable assigned; an owner
-    whose rate is a schedule or a callable gets a temporary variable in its
-    place (so the train function is traced again), and the original object back.
+    An owner whose rate is a variable has that variable assigned (and its value
+    put back at the end); an owner whose rate is a schedule or a callable gets a
+    temporary variable in its place (so the train function is traced again), and
+    the original object back. Every access goes through :mod:`lrtools._rates`.
     """
 
     def __init__(self, model: keras.Model):
         self.model = model
         self.owners = rate_owners(model.optimizer)
-        self.originals = [owner._learning_rate for owner in self.owners]
-        current = [float(keras.ops.convert_to_numpy(o.learning_rate)) for o in self.owners]
-        largest = max(current)
-        self.ratios = [rate / largest if largest > 0 else 1.0 for rate in current]
+        self.originals = [rate_object(owner) for owner in self.owners]
+        self.ratios = group_ratios([current_rate(owner) for owner in self.owners])
         self.train_function = model.train_function
+        self.values: list[np.ndarray | None] = []
         self.variables = []
         for owner, original in zip(self.owners, self.originals, strict=True):
             if isinstance(original, keras.Variable):
+                self.values.append(np.array(keras.ops.convert_to_numpy(original)))
                 self.variables.append(original)
                 continue
             with _scope(model):
@@ -803,7 +740,8 @@ class _RateDriver:
                     aggregation="only_first_replica",
                     name="range_test_learning_rate",
                 )
-            owner._learning_rate = variable  # the optimizer tracks it, so JAX sees it too
+            replace_rate(owner, variable)  # the optimizer tracks it, so JAX sees it too
+            self.values.append(None)
             self.variables.append(variable)
             model.train_function = None  # trace again, reading the new variable
 
@@ -812,12 +750,93 @@ class _RateDriver:
             variable.assign(lr * ratio)
 
     def restore(self) -> None:
-        owned = zip(self.owners, self.originals, self.variables, strict=True)
-        for owner, original, variable in owned:
-            if variable is not original:
-                owner._learning_rate = original
-                owner._untrack_variable(variable)
+        owned = zip(self.owners, self.originals, self.values, strict=True)
+        for owner, original, value in owned:
+            restore_rate(owner, original)
+            if value is not None:
+                original.assign(value)  # the rate variable's own value, even with restore=False
         self.model.train_function = self.train_function
+
+
+class _Sweep:
+    """The state of the range test's sweeps: the rate driver, the rates, progress and losses.
+
+    Each call of :meth:`run` sweeps the rates once over a stream of batches: one
+    applied update per rate (``accumulation`` train steps when the optimizer
+    accumulates gradients), a loss recorded every ``every`` updates through
+    ``measure``, and an early stop once the smoothed loss exceeds
+    ``diverge_factor`` times its best or a loss is not finite.
+    """
+
+    def __init__(
+        self,
+        model: keras.Model,
+        driver: _RateDriver,
+        rates: np.ndarray,
+        measurement: tuple[Callable[[float], float], int],
+        *,
+        smoothing: float,
+        diverge_factor: float,
+        progbar: keras.utils.Progbar,
+    ):
+        self.model, self.driver, self.rates = model, driver, rates
+        self.measure, self.every = measurement
+        self.smoothing, self.diverge_factor, self.progbar = smoothing, diverge_factor, progbar
+        self.accumulation = _accumulation(model.optimizer)
+        self.repeat_losses: list[list[float]] = []
+        self.diverged = False
+        self.steps_done = 0
+
+    @property
+    def measured_rates(self) -> np.ndarray:
+        """The rate at each recorded loss."""
+        return self.rates[self.every - 1 :: self.every]
+
+    def _update(self, batches: Iterator[Batch]) -> float:
+        """Train until the optimizer applies one update; return the mean training loss.
+
+        With gradient accumulation, ``optimizer.iterations`` counts applied updates:
+        train on at most ``accumulation`` batches, until it moves.
+        """
+        optimizer, losses = self.model.optimizer, []
+        if self.accumulation > 1:
+            before = int(keras.ops.convert_to_numpy(optimizer.iterations))
+        for _ in range(self.accumulation):
+            x, y, sample_weight = next(batches)
+            logs = self.model.train_on_batch(x, y, sample_weight, return_dict=True)
+            losses.append(float(logs["loss"]))
+            # A property: with accumulation a new value each read, the applied updates so far.
+            if (
+                self.accumulation == 1
+                or int(keras.ops.convert_to_numpy(optimizer.iterations)) > before
+            ):
+                break
+        return float(np.mean(losses))
+
+    def run(self, batches: Iterator[Batch]) -> None:
+        """Sweep the rates once; append the recorded losses and whether it diverged."""
+        smoother, losses, best = LossSmoother(self.smoothing), [], math.inf
+        self.repeat_losses.append(losses)
+        for step, lr in enumerate(self.rates):
+            self.driver.set(float(lr))
+            train_loss = self._update(batches)
+            self.steps_done += 1
+            self.progbar.update(self.steps_done, [("lr", lr), ("loss", train_loss)])
+            if (step + 1) % self.every and math.isfinite(train_loss):
+                continue
+            loss = self.measure(train_loss)
+            losses.append(loss)
+            smoothed = smoother.update(loss)
+            best = min(best, smoothed)
+            unstable = not math.isfinite(smoothed) or smoothed > self.diverge_factor * best
+            if unstable or not math.isfinite(train_loss):
+                self.diverged = True
+                return
+
+    def finish(self) -> None:
+        """Close the progress bar when a sweep stopped early."""
+        if self.steps_done < self.progbar.target:  # it finalises itself at its target
+            self.progbar.update(self.steps_done, finalize=True)
 
 
 # --------------------------------------------------------------------------- the test
@@ -829,34 +848,37 @@ def _rate_grid(start_lr: float, end_lr: float, num_steps: int, mode: str) -> np.
     return np.linspace(start_lr, end_lr, num_steps)
 
 
-def _run(
-    model: keras.Model,
-    driver: _RateDriver,
-    rates: np.ndarray,
-    batches: Iterator[Batch],
-    validation: Batch | None,
-    smoothing: float,
-    diverge_factor: float,
-    progbar: keras.utils.Progbar,
-    done: int,
-) -> tuple[list[float], bool]:
-    """Run one sweep; return the recorded losses and whether it diverged."""
-    smoother = _LossSmoother(smoothing)
-    losses: list[float] = []
-    best = math.inf
-    for step, (lr, (x, y, sample_weight)) in enumerate(zip(rates, batches, strict=False)):
-        driver.set(float(lr))
-        logs = model.train_on_batch(x, y, sample_weight, return_dict=True)
-        if validation is not None:
-            logs = model.test_on_batch(*validation, return_dict=True)
-        loss = float(logs["loss"])
-        losses.append(loss)
-        smoothed = smoother.update(loss)
-        progbar.update(done + step + 1, [("lr", lr), ("loss", loss)])
-        best = min(best, smoothed)
-        if not math.isfinite(smoothed) or smoothed > diverge_factor * best:
-            return losses, True
-    return losses, False
+def _build(model: keras.Model, stream: Iterator[Batch]) -> Iterator[Batch]:
+    """Build the model, metrics and optimizer on the stream's first batch; return the stream.
+
+    ``model.fit`` would build them on its first step; building them now lets the
+    snapshot hold every variable.
+    """
+    first_batch = next(stream)
+    with _scope(model):
+        model._symbolic_build(data_batch=first_batch)
+    return _chain([first_batch], stream)
+
+
+def _chain(head: list[Batch], tail: Iterator[Batch]) -> Iterator[Batch]:
+    yield from head
+    yield from tail
+
+
+def _sweep_all(
+    sweep: _Sweep, streams: list[Iterator[Batch]], snapshot: _Snapshot | None, restore: bool
+) -> None:
+    """Run every repeat from the same start; put the rate (and, with ``restore``, all) back."""
+    try:
+        for repeat, stream in enumerate(streams):
+            if repeat > 0:
+                snapshot.restore()
+            sweep.run(stream)
+    finally:
+        sweep.driver.restore()
+        if restore:
+            snapshot.restore()
+    sweep.finish()
 
 
 def lr_range_test(
@@ -872,6 +894,7 @@ def lr_range_test(
     smoothing: float = 0.98,
     diverge_factor: float = 4.0,
     validation_data: Any = None,
+    val_every: int | None = None,
     max_samples: int | None = None,
     repeats: int = 1,
     restore: bool = True,
@@ -896,15 +919,20 @@ def lr_range_test(
     (``model.train_on_batch``), so every optimizer setting (momentum, clipping,
     weight decay, loss scaling) is part of the test. See the module docstring
     for how the swept rate is shared among the groups of a ``MultiOptimizer``.
+    With gradient accumulation (``gradient_accumulation_steps=n`` on the
+    optimizer) a step is one *applied* update: the rate changes once per ``n``
+    batches and the loss recorded is the mean over those ``n`` batches.
 
     Args:
         model: a compiled ``keras.Model``.
         x: input arrays (or a dict/list of them), a ``tf.data.Dataset``, a
             ``keras.utils.PyDataset`` or a generator of ``(x, y)`` batches, as
             ``model.fit`` takes them. The data cycles when it has fewer
-            batches than steps.
+            batches than steps. Plain Python lists and file names are refused:
+            convert with ``np.asarray`` or load the file first.
         y: target arrays when ``x`` holds arrays; ``None`` otherwise.
-        batch_size: rows per step when ``x`` holds arrays.
+        batch_size: rows per step when ``x`` holds arrays (and per evaluation
+            batch of validation arrays).
         start_lr: the first rate, > 0.
         end_lr: the last rate, > ``start_lr``.
         num_steps: the most steps to run, >= 2.
@@ -912,10 +940,18 @@ def lr_range_test(
         smoothing: moving-average factor in ``[0, 1)``; 0 turns smoothing off.
         diverge_factor: stop once the smoothed loss exceeds this factor times
             its best so far; > 1 (``math.inf`` never stops early on a finite loss).
-        validation_data: ``(x_val, y_val)`` arrays (used whole), or a dataset
-            or generator (its first batch): the loss recorded is then the loss
-            on this fixed batch after each step (slower, less noisy). Keep it
-            to a few hundred samples.
+        validation_data: ``(x_val, y_val)`` arrays, or a dataset or generator.
+            Without ``val_every``, the loss recorded is the loss on one fixed
+            batch (all of the arrays, else the first batch) after each step
+            (slower, less noisy); keep it to a few hundred samples.
+        val_every: measure the loss on the *whole* validation set (as
+            torch-lr-finder's ``val_loader`` does) every this many steps, and
+            record only those losses: ``result.lrs`` are then the rates of the
+            measured steps. Cost: ``num_steps / val_every`` passes over the
+            validation set on top of the training steps (with 2,000 validation
+            rows, ``batch_size=32`` and ``val_every=5``, 20 evaluation batches
+            per 5 training steps). With few measurements use less
+            ``smoothing`` (0.5 or 0). Needs arrays, a dataset or a ``PyDataset``.
         max_samples: test on a random sample of this many rows of the arrays
             (or the first this many samples of another source), as the
             articles advise for a first, fast look.
@@ -923,8 +959,9 @@ def lr_range_test(
             different shuffles, to see how reliable the suggestion is.
         restore: put the model's weights, the optimizer's variables and the
             metrics' state back as they were before the test (bit for bit).
-            With ``False`` the model keeps the state the (last) test left. The
-            learning rate itself (value, variable or schedule) is always put back.
+            With ``False`` the model keeps the weights and optimizer state the
+            (last) test left, but the learning rate itself (its value, variable
+            or schedule) is always put back as it was.
         verbose: ``"auto"`` or 1 shows a progress bar, 2 one line at the end,
             0 nothing.
 
@@ -932,12 +969,14 @@ def lr_range_test(
         A :class:`RangeTestResult`.
 
     Raises:
-        TypeError: if ``model`` is not a Keras model or ``x`` is not a data
-            source ``model.fit`` takes.
+        TypeError: if ``model`` is not a Keras model, ``x`` is not a data
+            source ``model.fit`` takes (a list of numbers, a file name), or an
+            argument has the wrong type.
         ValueError: for an uncompiled model, ``start_lr >= end_lr``,
             non-positive rates, ``num_steps < 2``, an unknown mode, bad
             ``smoothing``, ``diverge_factor``, ``batch_size``,
-            ``max_samples``, ``repeats`` or ``verbose``, or empty data.
+            ``max_samples``, ``repeats``, ``val_every`` or ``verbose``, ``x``
+            and ``y`` of different lengths, or empty data.
 
     Example:
 
@@ -948,65 +987,44 @@ def lr_range_test(
     >>> bool(result.lrs[0] == 1e-7)
     True
     """
-    _check_arguments(model, start_lr, end_lr, mode, diverge_factor, verbose)
-    num_steps = _check_count("num_steps", num_steps, 2)
-    batch_size = _check_count("batch_size", batch_size, 1)
-    repeats = _check_count("repeats", repeats, 1)
-    if max_samples is not None:
-        max_samples = _check_count("max_samples", max_samples, 1)
-    _check_smoothing(smoothing)
+    _check_model(model)
+    start_lr, end_lr, mode = _check_sweep(start_lr, end_lr, mode)
+    num_steps = check_count("num_steps", num_steps, 2)
+    batch_size = check_count("batch_size", batch_size, 1)
+    repeats = check_count("repeats", repeats, 1)
+    max_samples = None if max_samples is None else check_count("max_samples", max_samples, 1)
+    smoothing = _check_smoothing(smoothing)
+    diverge_factor = _check_diverge_factor(diverge_factor)
+    restore = check_flag("restore", restore)
+    verbose = _check_verbose(verbose)
 
     # Seeded from Python's generator, so keras.utils.set_random_seed makes the test repeatable.
     rng = np.random.default_rng(random.getrandbits(64))
-    source = _Batches(x, y, batch_size, max_samples, keep=num_steps, rng=rng)
-    validation = None if validation_data is None else _validation_batch(validation_data)
-    rates = _rate_grid(start_lr, end_lr, num_steps, mode)
-    progbar = keras.utils.Progbar(
-        num_steps * repeats,
-        verbose=1 if verbose == "auto" else verbose,
-        stateful_metrics=["lr", "loss"],
-    )
-
+    keep = num_steps * _accumulation(model.optimizer)
+    source = _Batches(x, y, batch_size, max_samples, keep=keep, rng=rng)
+    measurement = _measurement(model, validation_data, val_every, batch_size, num_steps)
     streams = [source.stream() for _ in range(repeats)]
-    first_batch = next(streams[0])
-    with _scope(model):
-        # Build the model, metrics and optimizer now (model.fit would build them on its
-        # first step), so that the snapshot holds every variable.
-        model._symbolic_build(data_batch=first_batch)
-    streams[0] = itertools.chain([first_batch], streams[0])
+    streams[0] = _build(model, streams[0])
     snapshot = _Snapshot(model) if restore or repeats > 1 else None
-    driver = _RateDriver(model)
-    repeat_losses, diverged = [], False
-    try:
-        for repeat, stream in enumerate(streams):
-            if repeat > 0:
-                snapshot.restore()
-            losses, stopped = _run(
-                model,
-                driver,
-                rates,
-                stream,
-                validation,
-                smoothing,
-                diverge_factor,
-                progbar,
-                done=sum(map(len, repeat_losses)),
-            )
-            repeat_losses.append(losses)
-            diverged = diverged or stopped
-    finally:
-        driver.restore()
-        if restore:
-            snapshot.restore()
-    steps_run = sum(map(len, repeat_losses))
-    if steps_run < progbar.target:  # the bar finalises itself when it reaches its target
-        progbar.update(steps_run, finalize=True)
-    result = RangeTestResult(
-        rates,
-        repeat_losses,
+    progbar = keras.utils.Progbar(
+        num_steps * repeats, verbose=verbose, stateful_metrics=["lr", "loss"]
+    )
+    sweep = _Sweep(
+        model,
+        _RateDriver(model),
+        _rate_grid(start_lr, end_lr, num_steps, mode),
+        measurement,
         smoothing=smoothing,
-        diverged=diverged,
-        validation=validation is not None,
+        diverge_factor=diverge_factor,
+        progbar=progbar,
+    )
+    _sweep_all(sweep, streams, snapshot, restore)
+    result = RangeTestResult(
+        sweep.measured_rates,
+        sweep.repeat_losses,
+        smoothing=smoothing,
+        diverged=sweep.diverged,
+        validation=validation_data is not None,
     )
     if not np.isfinite(result.losses[0]):
         warnings.warn(

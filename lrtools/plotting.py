@@ -5,6 +5,9 @@ Every function draws on a Matplotlib ``Axes`` (a new figure when ``ax`` is
 ``plt.show()``, so they work in notebooks, scripts and headless builds alike.
 Call :func:`set_theme` once at the top of a notebook.
 
+The module needs the ``[plot]`` extra (matplotlib, seaborn, pandas); without it,
+importing it raises an ``ImportError`` that names the extra and the pip command.
+
 The learning-curve, sweep and score plots read the tidy tables of
 :class:`lrtools.experiments.ExperimentResult`: with several seeds they show the
 mean and the spread over seeds.
@@ -13,15 +16,24 @@ mean and the spread over seeds.
 from __future__ import annotations
 
 from collections.abc import Mapping
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import keras
-import matplotlib.pyplot as plt
 import numpy as np
-import pandas as pd
-import seaborn as sns
-from matplotlib.axes import Axes
-from matplotlib.ticker import MaxNLocator
+
+from lrtools._extras import require
+from lrtools.suggestions import DEFAULT_METHOD, check_method
+
+if TYPE_CHECKING:  # pragma: no cover - imported for type hints only
+    import pandas as pd
+    from matplotlib.axes import Axes
+
+    from lrtools.finder import RangeTestResult
+
+plt = require("matplotlib.pyplot", feature="lrtools.plotting")
+sns = require("seaborn", feature="lrtools.plotting")
+require("pandas", feature="lrtools.plotting")
+MaxNLocator = require("matplotlib.ticker", feature="lrtools.plotting").MaxNLocator
 
 # Words for the column names the experiment tables use.
 _AXIS_LABELS: dict[str, str] = {
@@ -308,4 +320,104 @@ def plot_scores(
     )
     ax.set(xlabel="", ylabel=axis_label(y))
     ax.tick_params(axis="x", labelrotation=30)
+    return ax
+
+
+# --------------------------------------------------------------------------- range test
+
+# Marker of each suggestion method on the range-test curve (others get "o").
+_METHOD_MARKERS = {"steepest": "v", "valley": "s", "minimum": "^", "consensus": "D"}
+
+
+def _draw_range_curves(ax: Axes, result: RangeTestResult, loss_name: str) -> None:
+    """The raw and smoothed losses, the band over repeats, and a y range without the blow-up."""
+    if result.repeats > 1:
+        curves = np.array([run[: len(result.lrs)] for run in result.repeat_smoothed_losses])
+        ax.fill_between(
+            result.lrs,
+            curves.min(axis=0),
+            curves.max(axis=0),
+            alpha=0.2,
+            label=f"smoothed, range over {result.repeats} repeats",
+        )
+    ax.plot(result.lrs, result.losses, linewidth=1.0, alpha=0.5, label=loss_name)
+    ax.plot(result.lrs, result.smoothed_losses, linewidth=2.0, label=f"smoothed {loss_name}")
+    finite = result.smoothed_losses[np.isfinite(result.smoothed_losses)]
+    if finite.size:
+        low = min(finite.min(), result.losses[np.isfinite(result.losses)].min())
+        high = finite.max()
+        margin = 0.1 * (high - low) or 0.1 * abs(high) or 0.1
+        ax.set_ylim(low - margin, high + margin)
+
+
+def _mark_suggestions(ax: Axes, result: RangeTestResult, highlight: str) -> None:
+    """Mark every method's rate on the smoothed curve; ``highlight``'s with a dashed line too."""
+    try:
+        rates = result.suggestions().rates
+    except ValueError:  # no falling part: nothing to mark (suggest() says why)
+        ax.text(0.02, 0.02, "no suggestion: see result.suggest()", transform=ax.transAxes)
+        return
+    log_lrs = np.log(result.lrs)
+    for method, rate in rates.items():
+        loss = float(np.interp(np.log(rate), log_lrs, result.smoothed_losses))
+        label = f"{method}: {rate:.2g}"
+        marker = _METHOD_MARKERS.get(method, "o")
+        if method == highlight:
+            ax.axvline(rate, linestyle="--", color="black", label=label)
+            ax.plot(rate, loss, marker=marker, markersize=11, color="black", label="_highlight")
+            continue
+        ax.plot(rate, loss, marker=marker, markersize=7, linestyle="none", label=label)
+
+
+def plot_range_test(
+    result: RangeTestResult, *, ax: Axes | None = None, suggest: bool | str = True
+) -> Axes:
+    """Plot a range test's loss against the rate (log axis), raw and smoothed, rates marked.
+
+    Draws in the book's theme (:func:`set_theme`): the raw losses as a thin line,
+    the smoothed losses as a thick one, the range of the smoothed curves over the
+    repeats as a band (with several repeats), and, as fastai does, every
+    suggestion method's rate as a marker on the smoothed curve, the highlighted
+    method's also as a dashed vertical line. The y axis is cut a little above the
+    highest smoothed loss, so that the final explosion does not flatten the
+    interesting part. A new figure uses constrained layout, so a saved figure
+    keeps its labels and legend.
+
+    Args:
+        result: a :class:`lrtools.finder.RangeTestResult`.
+        ax: the Axes to draw on; a new figure when ``None``.
+        suggest: ``True`` marks every method and highlights
+            :data:`lrtools.suggestions.DEFAULT_METHOD`; a method name highlights
+            that one; ``False`` marks none. Nothing is marked when the curve has
+            no falling part (a note on the plot says so).
+
+    Returns:
+        The Axes.
+
+    Raises:
+        ValueError: for an unknown method name.
+
+    Example:
+
+    >>> from lrtools import RangeTestResult
+    >>> lrs = np.geomspace(1e-4, 1.0, 50)
+    >>> ax = plot_range_test(RangeTestResult(lrs, [1.0 / (1.0 + 1e3 * lrs)]), suggest="valley")
+    >>> ax.get_xscale()
+    'log'
+    """
+    method = DEFAULT_METHOD if suggest is True else suggest
+    if method:
+        check_method(method)
+    set_theme()
+    if ax is None:
+        _, ax = plt.subplots(layout="constrained")
+    loss_name = "validation loss" if result.validation else axis_label("loss")
+    _draw_range_curves(ax, result, loss_name)
+    if method:
+        _mark_suggestions(ax, result, method)
+    ax.set_xscale("log")
+    ax.set_xlabel(axis_label("learning_rate") + " (log scale)")
+    ax.set_ylabel(loss_name)
+    ax.set_title("Learning-rate range test")
+    ax.legend()
     return ax

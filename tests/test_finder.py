@@ -422,9 +422,9 @@ def test_nan_from_the_first_step_says_so_instead_of_suggesting():
     ("kwargs", "error", "match"),
     [
         ({"start_lr": 1.0, "end_lr": 1.0}, ValueError, "smaller than end_lr"),
-        ({"start_lr": 0.0}, ValueError, "positive"),
-        ({"end_lr": -1.0}, ValueError, "positive"),
-        ({"end_lr": math.nan}, ValueError, "positive"),
+        ({"start_lr": 0.0}, ValueError, "`start_lr` must be > 0"),
+        ({"end_lr": -1.0}, ValueError, "`end_lr` must be > 0"),
+        ({"end_lr": math.nan}, ValueError, "`end_lr` must be finite"),
         ({"num_steps": 1}, ValueError, "num_steps"),
         ({"mode": "cubic"}, ValueError, "mode"),
         ({"smoothing": 1.0}, ValueError, "smoothing"),
@@ -662,3 +662,155 @@ def test_suggested_rates_train_a_small_cnn_on_digits():
     for method, lr in result.suggestions().rates.items():
         assert accuracy_after_five_epochs(lr) > 0.95, method
     assert accuracy_after_five_epochs(1e-5) < 0.3  # a rate far below the suggestions fails
+
+
+# --------------------------------------------------------------------------- issue 13
+
+
+def test_restore_false_puts_a_float_rate_back_to_its_value():
+    x, y = regression_data()
+    model = small_net(keras.optimizers.SGD(0.05, momentum=0.9))
+    model.fit(x, y, epochs=1, verbose=0)
+    rate = model.optimizer._learning_rate
+    weights = [w.numpy().copy() for w in model.weights]
+    lr_range_test(model, x, y, num_steps=20, end_lr=1.0, restore=False, **QUIET)
+    assert model.optimizer._learning_rate is rate
+    assert float(model.optimizer.learning_rate.numpy()) == np.float32(0.05)
+    assert not all(np.array_equal(w, v.numpy()) for w, v in zip(weights, model.weights))
+
+
+def test_restore_must_be_a_real_flag():
+    x, y = regression_data()
+    with pytest.raises(TypeError, match="restore"):
+        lr_range_test(small_net(keras.optimizers.SGD(0.01)), x, y, restore="False", **QUIET)
+
+
+def test_gradient_accumulation_steps_the_rate_once_per_applied_update(monkeypatch):
+    x, y = regression_data(rows=96)
+    model = small_net(keras.optimizers.SGD(0.01, gradient_accumulation_steps=3))
+    calls = []
+    train_on_batch = model.train_on_batch
+
+    def spy(*args, **kwargs):
+        step = int(model.optimizer.iterations.numpy())
+        rate = float(model.optimizer.learning_rate.numpy())
+        logs = train_on_batch(*args, **kwargs)
+        calls.append((step, rate, float(logs["loss"])))
+        return logs
+
+    monkeypatch.setattr(model, "train_on_batch", spy)
+    result = lr_range_test(model, x, y, end_lr=1e-2, num_steps=10, batch_size=16, **QUIET)
+    assert len(result.lrs) == 10 and not result.diverged
+    assert len(calls) == 30  # three batches per applied update
+    steps, rates, losses = np.array(calls).T
+    np.testing.assert_array_equal(steps, np.repeat(np.arange(10), 3))  # applied updates
+    np.testing.assert_allclose(
+        rates.reshape(10, 3), np.repeat(result.lrs[:, None], 3, 1), rtol=1e-6
+    )
+    np.testing.assert_allclose(result.losses, losses.reshape(10, 3).mean(axis=1), rtol=1e-6)
+
+
+def test_gradient_accumulation_starting_mid_group_still_updates_at_each_rate(monkeypatch):
+    x, y = regression_data(rows=96)
+    model = small_net(keras.optimizers.SGD(0.01, gradient_accumulation_steps=2))
+    model.train_on_batch(x[:16], y[:16])  # one batch into an accumulation group
+    updates, calls = [], []
+    train_on_batch = model.train_on_batch
+
+    def spy(*args, **kwargs):
+        calls.append(1)
+        applied = (int(model.optimizer._iterations.numpy()) + 1) % 2 == 0  # every 2nd batch
+        if applied:
+            updates.append(float(model.optimizer.learning_rate.numpy()))
+        return train_on_batch(*args, **kwargs)
+
+    monkeypatch.setattr(model, "train_on_batch", spy)
+    result = lr_range_test(model, x, y, end_lr=1e-2, num_steps=8, **QUIET)
+    np.testing.assert_allclose(updates, result.lrs, rtol=1e-6)  # one update per swept rate
+    assert len(calls) == 1 + 2 * 7  # the open group is completed first, then groups of 2
+
+
+def test_val_every_measures_the_whole_validation_set(monkeypatch):
+    x, y = regression_data(rows=96)
+    x_val, y_val = regression_data(rows=40, seed=1)
+    model = small_net(keras.optimizers.SGD(0.01))
+    evaluations = []
+    evaluate = model.evaluate
+
+    def spy(*args, **kwargs):
+        evaluations.append(len(kwargs["x"]))
+        return evaluate(*args, **kwargs)
+
+    monkeypatch.setattr(model, "evaluate", spy)
+    result = lr_range_test(
+        model,
+        x,
+        y,
+        validation_data=(x_val, y_val),
+        val_every=5,
+        batch_size=16,
+        end_lr=1e-2,
+        num_steps=20,
+        restore=False,
+        **QUIET,
+    )
+    assert result.validation
+    assert evaluations == [40] * 4  # every 5th of 20 steps, all 40 validation rows
+    np.testing.assert_allclose(result.lrs, np.geomspace(1e-7, 1e-2, 20)[4::5])
+    final = evaluate(x_val, y_val, batch_size=16, verbose=0)[0]
+    np.testing.assert_allclose(result.losses[-1], final, rtol=1e-5)
+
+
+def test_val_every_works_with_a_dataset_and_checks_its_arguments():
+    x, y = regression_data(rows=96)
+    x_val, y_val = regression_data(rows=40, seed=1)
+    model = small_net(keras.optimizers.SGD(0.01))
+    result = lr_range_test(
+        model,
+        x,
+        y,
+        validation_data=dataset(x_val, y_val, 16),
+        val_every=2,
+        end_lr=1e-2,
+        num_steps=10,
+        **QUIET,
+    )
+    assert len(result.lrs) == 5
+    with pytest.raises(ValueError, match="val_every` needs validation_data"):
+        lr_range_test(model, x, y, val_every=2, **QUIET)
+    with pytest.raises(TypeError, match="generator is used up"):
+        lr_range_test(model, x, y, validation_data=generator(x_val, y_val), val_every=2, **QUIET)
+    with pytest.raises(ValueError, match="val_every"):
+        lr_range_test(model, x, y, validation_data=(x_val, y_val), val_every=0, **QUIET)
+    with pytest.raises(ValueError, match="at least two points"):
+        lr_range_test(
+            model, x, y, validation_data=(x_val, y_val), val_every=6, num_steps=10, **QUIET
+        )
+
+
+@pytest.mark.parametrize(
+    ("make_data", "error", "match"),
+    [
+        (lambda x, y: (x.tolist(), y.tolist()), TypeError, r"x=np.asarray\(x"),
+        (lambda x, y: (x, y[:, 0].tolist()), TypeError, r"y=np.asarray\(y"),
+        (lambda x, y: ("train.npz", None), TypeError, "file name.*Load it first"),
+        (lambda x, y: (x, y[:10]), ValueError, "x has 96 rows but y has 10"),
+    ],
+)
+def test_bad_input_says_what_to_change(make_data, error, match):
+    x, y = regression_data(rows=96)
+    with pytest.raises(error, match=match):
+        lr_range_test(small_net(keras.optimizers.SGD(0.01)), *make_data(x, y), **QUIET)
+
+
+def test_a_network_that_learns_nothing_gets_no_suggestion():
+    x, y = regression_data()
+    model = keras.Sequential([keras.Input((8,)), keras.layers.Dense(1, trainable=False)])
+    model.compile(optimizer=keras.optimizers.SGD(0.01), loss="mse")
+    # Full batches of shuffled rows: the loss is constant up to the rounding of the sum.
+    result = lr_range_test(model, x, y, batch_size=len(x), num_steps=30, **QUIET)
+    assert np.ptp(result.losses) < 1e-5 * result.losses[0]
+    with pytest.raises(ValueError, match="flat"):
+        result.suggest()
+    with pytest.raises(ValueError, match="flat"):
+        result.suggest_range()

@@ -198,3 +198,69 @@ def test_scores_show_each_seed_and_the_mean_per_setup(epoch_frame):
 def test_scores_reject_missing_columns(epoch_frame):
     with pytest.raises(KeyError, match="test_accuracy"):
         plotting.plot_scores(epoch_frame)
+
+
+# --------------------------------------------------------------------------- range test
+
+
+def _range_result():
+    from lrtools.finder import RangeTestResult
+
+    lrs = np.geomspace(1e-5, 10.0, 200)
+    losses = 1.0 - np.tanh(np.log(lrs / 1e-2)) + (lrs / 1.0) ** 4
+    return RangeTestResult(lrs, [losses], smoothing=0.0)
+
+
+def test_plot_range_test_marks_every_method_and_highlights_the_default():
+    from lrtools.suggestions import DEFAULT_METHOD, METHODS
+
+    result = _range_result()
+    ax = plotting.plot_range_test(result)
+    rates = result.suggestions().rates
+    labelled = {line.get_label().split(":")[0]: line for line in ax.get_lines()}
+    assert set(METHODS) <= set(labelled)
+    highlighted = labelled[DEFAULT_METHOD]
+    np.testing.assert_allclose(highlighted.get_xdata(), [rates[DEFAULT_METHOD]] * 2)
+    assert highlighted.get_linestyle() == "--"  # a vertical line across the plot
+    for method in set(METHODS) - {DEFAULT_METHOD}:
+        (rate,), (loss,) = labelled[method].get_xdata(), labelled[method].get_ydata()
+        assert math.isclose(rate, rates[method])
+        index = np.argmin(np.abs(np.log(result.lrs / rate)))
+        assert abs(loss - result.smoothed_losses[index]) < 0.1  # on the smoothed curve
+    legend = [text.get_text() for text in ax.get_legend().get_texts()]
+    assert all(any(entry.startswith(method) for entry in legend) for method in METHODS)
+
+
+def test_plot_range_test_highlights_the_named_method_or_none():
+    result = _range_result()
+    ax = plotting.plot_range_test(result, suggest="valley")
+    dashed = [line for line in ax.get_lines() if line.get_linestyle() == "--"]
+    assert len(dashed) == 1 and dashed[0].get_label().startswith("valley")
+    plain = plotting.plot_range_test(result, suggest=False)
+    assert len(plain.get_lines()) == 2  # the raw and the smoothed loss only
+    with pytest.raises(ValueError, match="Unknown method"):
+        plotting.plot_range_test(result, suggest="median")
+
+
+def test_plot_range_test_uses_constrained_layout_so_a_saved_figure_is_not_clipped(tmp_path):
+    from matplotlib.layout_engine import ConstrainedLayoutEngine
+
+    ax = _range_result().plot()
+    figure = ax.figure
+    assert isinstance(figure.get_layout_engine(), ConstrainedLayoutEngine)
+    figure.savefig(tmp_path / "range_test.png")
+    renderer = figure.canvas.get_renderer()
+    box = figure.bbox
+    for artist in (ax.xaxis.label, ax.yaxis.label, ax.title, ax.get_legend()):
+        extent = artist.get_window_extent(renderer)
+        assert box.x0 <= extent.x0 and extent.x1 <= box.x1 and box.y0 <= extent.y0
+        assert extent.y1 <= box.y1
+
+
+def test_plot_range_test_of_a_flat_curve_marks_nothing_and_says_why():
+    from lrtools.finder import RangeTestResult
+
+    lrs = np.geomspace(1e-5, 10.0, 100)
+    ax = plotting.plot_range_test(RangeTestResult(lrs, [np.full(100, 2.3)]))
+    assert len(ax.get_lines()) == 2
+    assert any("no suggestion" in text.get_text() for text in ax.texts)
