@@ -357,3 +357,42 @@ def test_workflow_builds_and_checks_the_wheel_and_sdist():
     run = steps_text(workflow()["jobs"]["dist"])
     assert "python -m build\n" in run
     assert "twine check --strict dist/*" in run
+
+
+# --- Pages that run only as part of the website --------------------------------------------------
+
+WEBSITE_ONLY = CONFIG["sphinx"]["config"]["website_only_pages"]
+
+
+def test_website_only_pages_are_marked_at_their_top_and_are_no_chapters():
+    assert WEBSITE_ONLY == ["appendix/measured"]
+    assert CONFIG["sphinx"]["local_extensions"]["website_only"] == "_extensions"
+    for page in WEBSITE_ONLY:
+        assert not page.startswith("chapters/"), "every chapter must run alone"
+        cells = nbformat.read(ROOT / f"{page}.ipynb", as_version=4).cells
+        top = [cell.source for cell in cells[:2] if cell.cell_type == "markdown"]
+        assert any("runs only as part of the website" in text for text in top), page
+
+
+def test_website_only_pages_lose_their_launch_buttons():
+    sys.path.insert(0, str(ROOT / "_extensions"))
+    try:
+        import website_only
+    finally:
+        sys.path.remove(str(ROOT / "_extensions"))
+
+    class App:
+        class config:  # noqa: N801 (stands in for Sphinx's app.config)
+            website_only_pages = WEBSITE_ONLY
+
+    def header():
+        return [{"label": "download-buttons"}, {"label": "launch-buttons"}, {"label": "x"}]
+
+    for page in ("appendix/measured", "chapters/01_gradient_descent"):
+        context = {"header_buttons": header()}
+        website_only.remove_launch_buttons(App, page, "page.html", context, None)
+        labels = [button["label"] for button in context["header_buttons"]]
+        if page in WEBSITE_ONLY:
+            assert labels == ["download-buttons", "x"], page
+        else:
+            assert labels == [button["label"] for button in header()], page
