@@ -168,9 +168,14 @@ def kernel_name(book_venv, tmp_path_factory) -> str:
         "language": "python",
     }
     (folder / "kernel.json").write_text(json.dumps(spec), encoding="utf-8")
-    os.environ["JUPYTER_PATH"] = str(folder.parent.parent)
+    # Jupyter looks for kernel specs in JUPYTER_PATH first; put back what was there afterwards.
+    before = os.environ.get("JUPYTER_PATH")
+    os.environ["JUPYTER_PATH"] = os.pathsep.join(filter(None, [str(folder.parent.parent), before]))
     yield name
-    os.environ.pop("JUPYTER_PATH", None)
+    if before is None:
+        os.environ.pop("JUPYTER_PATH", None)
+    else:
+        os.environ["JUPYTER_PATH"] = before
 
 
 @pytest.mark.parametrize("chapter", SELECTED, ids=lambda path: path.stem)
