@@ -24,6 +24,7 @@ import subprocess
 import sys
 import time
 import venv
+from collections.abc import Iterator
 from pathlib import Path
 
 import nbformat
@@ -156,7 +157,7 @@ def test_wheel_installs_and_works_in_a_fresh_environment(book_venv, tmp_path):
 
 
 @pytest.fixture(scope="module")
-def kernel_name(book_venv, tmp_path_factory) -> str:
+def kernel_name(book_venv, tmp_path_factory) -> Iterator[str]:
     """A Jupyter kernel spec that starts the fresh environment's own Python and ipykernel."""
     name = "lrbook-standalone"
     folder = tmp_path_factory.mktemp("jupyter") / "kernels" / name
