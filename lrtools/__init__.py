@@ -32,6 +32,18 @@ from __future__ import annotations
 import importlib
 from typing import Any
 
+try:
+    import keras  # noqa: F401  (Keras imports its backend here: the first place one can be missing)
+except ModuleNotFoundError as error:
+    if (error.name or "").split(".")[0] not in ("tensorflow", "jax", "jaxlib", "torch"):
+        raise
+    raise ImportError(
+        f"lrtools needs a Keras backend, and Keras could not import {error.name!r} "
+        "(KERAS_BACKEND picks one; TensorFlow by default). Install lrtools with one: "
+        'pip install "lrtools-keras[tensorflow]", "lrtools-keras[jax]" or "lrtools-keras[torch]"'
+        ', or "lrtools-keras[book]" for everything the book uses.'
+    ) from error
+
 from lrtools import schedules
 
 __version__ = "0.1.0"

@@ -128,7 +128,7 @@ def test_first_cell_installs_lrtools_in_colab_only(path):
     source = first.source
     assert 'if "google.colab" in sys.modules:' in source
     install = [line.strip() for line in source.splitlines() if "pip install" in line]
-    assert install == [f'%pip install -q "lrtools[all] @ git+{REPOSITORY_URL}"'], install
+    assert install == [f'%pip install -q "lrtools-keras[book] @ git+{REPOSITORY_URL}"'], install
 
 
 @pytest.mark.parametrize("path", ALL_NOTEBOOKS, ids=lambda path: path.name)

@@ -339,7 +339,24 @@ def test_notebook_is_offered_for_download(visit, site_url, page):
     assert [cell.source for cell in served.cells] == [cell.source for cell in stored.cells]
 
 
-@pytest.mark.parametrize("page", NOTEBOOK_PAGES)
+# Pages that need the rest of the repository (the "Measured" appendix) get no launch buttons.
+WEBSITE_ONLY = CONFIG["sphinx"]["config"].get("website_only_pages", [])
+
+
+@pytest.mark.parametrize("page", WEBSITE_ONLY)
+def test_website_only_pages_have_no_launch_buttons(visit, page):
+    seen = visit(page)
+    launch = [
+        link
+        for link in seen.links
+        if link.startswith(
+            (CONFIG["launch_buttons"]["colab_url"], CONFIG["launch_buttons"]["binderhub_url"])
+        )
+    ]
+    assert not launch, f"{page}: {launch}"
+
+
+@pytest.mark.parametrize("page", [page for page in NOTEBOOK_PAGES if page not in WEBSITE_ONLY])
 def test_launch_buttons_open_this_notebook(visit, page):
     seen = visit(page)
     repository, branch = repository_parts()
