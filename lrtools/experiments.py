@@ -44,7 +44,7 @@ import keras
 # Imported for its side effect too: it registers PositionEmbedding with Keras under the
 # name it had here ("lrtools>PositionEmbedding"), so that a script that imports only
 # lrtools.experiments still loads .keras files saved when the layer lived in this module.
-from lrtools import models as _models  # noqa: F401
+from lrtools import models as _models
 from lrtools._checks import check_count, check_flag, check_rate
 from lrtools._extras import require
 from lrtools._rates import current_rate, rate_owners
@@ -57,21 +57,7 @@ __all__ = ["Config", "ExperimentResult", "rate_sweep", "run_experiment"]
 OptimizerFactory = Callable[[], keras.optimizers.Optimizer]
 ModelBuilder = Callable[[tuple[int, ...], int], keras.Model]
 
-_MOVED = {
-    **dict.fromkeys(
-        (
-            "PositionEmbedding",
-            "digits_cnn",
-            "digits_mlp",
-            "digits_rnn",
-            "sequence_accuracy",
-            "small_resnet",
-            "small_transformer",
-        ),
-        "lrtools.models",
-    ),
-    "has_accelerator": "lrtools.runtime",
-}
+_MOVED = {**dict.fromkeys(_models.__all__, "lrtools.models"), "has_accelerator": "lrtools.runtime"}
 """The names that moved out of this module, and where they went (deprecated here)."""
 
 
