@@ -3,8 +3,10 @@
 from __future__ import annotations
 
 import inspect
+import json
 import math
 import sys
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -58,8 +60,10 @@ def test_finder_names_keep_working():
         assert method in finder.METHODS
 
 
-def test_the_default_method_is_one_constant_used_by_suggest_and_plot():
-    assert DEFAULT_METHOD == "steepest"
+def test_the_default_method_is_the_measured_winner_and_one_constant():
+    # The default is the rule the benchmark's suggestion study found best (appendix "Measured").
+    stored = json.loads((Path(__file__).parents[1] / "benchmarks/results/results.json").read_text())
+    assert DEFAULT_METHOD == stored["suggestions"]["headline"]["winner"] == "valley"
     for function in (RangeTestResult.suggest, RangeTestResult.repeat_suggestions):
         assert inspect.signature(function).parameters["method"].default == DEFAULT_METHOD
     lrs = np.geomspace(1e-5, 10.0, 301)
