@@ -12,13 +12,13 @@ from collections.abc import Callable, Iterator
 from typing import Any
 
 import keras
+import numpy as np
 from keras import ops
 
 from lrtools import schedules
 from lrtools._checks import check_flag
-from lrtools._fit_guard import FitGuard
 from lrtools._rates import rate_owners
-from lrtools._scheduler import LRScheduler, _StepTable
+from lrtools._scheduler import LRScheduler
 
 # A stand-in length that lets the constructor check the other arguments when the
 # real one is only known once ``fit`` starts.
@@ -219,7 +219,7 @@ class OneCycle(LRScheduler):
         schedule.momentum(0, base_momentum, max_momentum)  # checks the momenta now
         self.momenta: list[float] = []
         self._cycle = _MomentumCycle(self.momentum_at)
-        self._guard: FitGuard | None = None
+        self._optimizer: keras.optimizers.Optimizer | None = None
         self._warned_past_end = False
 
     @property
@@ -232,43 +232,42 @@ class OneCycle(LRScheduler):
         return self.schedule.momentum(step, self.base_momentum, self.max_momentum)
 
     def on_train_begin(self, logs: dict | None = None) -> None:
-        self._release()
         if self._from_fit:
             self._set_schedule(_build_schedule(self._arguments, _fit_length(self.params)))
-        self._momentum_table = _StepTable(self.momentum_at)
         self._warned_past_end = False
-        super().on_train_begin(logs)
         if self.cycle_momentum:
             _MomentumCycle.check(self.model.optimizer)
-            optimizer = self.model.optimizer
-            self._guard = FitGuard(self.model, lambda: self._cycle.attached(optimizer))
+            self._optimizer = self.model.optimizer
+        super().on_train_begin(logs)  # the guarded step enters ``_step_scope``
+        if self.cycle_momentum and self._in_step is None:
+            raise RuntimeError("OneCycle cycles the momentum only in the compiled step.")
 
-    def on_train_batch_begin(self, batch: int, logs: dict | None = None) -> None:
-        super().on_train_batch_begin(batch, logs)
-        step = self.steps[-1]
-        if step >= self.schedule.total_steps and not self._warned_past_end:
+    def _step_scope(self) -> contextlib.AbstractContextManager:
+        if not self.cycle_momentum:
+            return contextlib.nullcontext()
+        return self._cycle.attached(self._optimizer)
+
+    def _recorded(self, first: int) -> None:
+        steps = self.steps[first:]
+        if self.cycle_momentum:
+            momenta = ops.convert_to_numpy(self.momentum_at(np.asarray(steps)))
+            self.momenta.extend(np.asarray(momenta, np.float64).reshape(-1).tolist())
+        total = self.schedule.total_steps
+        past = [index for index, step in enumerate(steps) if step >= total]
+        if past and not self._warned_past_end:
             self._warned_past_end = True
+            step, rate = steps[past[0]], self.rates[first + past[0]]
             warnings.warn(
-                f"OneCycle: training goes past total_steps={self.schedule.total_steps} (now at "
-                f"step {step}); the rate stays at its final value {self.rates[-1]:.3g}. Raise "
-                "total_steps, or leave it out to take it from the fit.",
+                f"OneCycle: training goes past total_steps={total} (now at step {step}); the "
+                f"rate stays at its final value {rate:.3g}. Raise total_steps, or leave it out "
+                "to take it from the fit.",
                 stacklevel=2,
             )
-        if self.cycle_momentum:
-            self.momenta.append(self._momentum_table(step))
 
     def on_epoch_end(self, epoch: int, logs: dict | None = None) -> None:
         super().on_epoch_end(epoch, logs)
         if logs is not None and self.momenta:
             logs["momentum"] = self.momenta[-1]
-
-    def on_train_end(self, logs: dict | None = None) -> None:
-        self._release()
-
-    def _release(self) -> None:
-        if self._guard is not None:
-            self._guard.release()
-            self._guard = None
 
 
 def _unset(step: Any) -> float:
