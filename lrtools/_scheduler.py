@@ -347,7 +347,7 @@ class _InStep:
         ]
         self.first: int | None = None  # the epoch's first step, until recorded
         self.epoch_steps = 0
-        self.guard = FitGuard(scheduler.model, self.scope, self.record)
+        self.guard = FitGuard(scheduler.model, self.scope, self.abandon)
 
     @classmethod
     def start(cls, scheduler: LRScheduler) -> _InStep | None:
@@ -399,6 +399,10 @@ class _InStep:
             self.scheduler.steps.extend(steps.tolist())
             self.scheduler.rates.extend(self.rates_at(steps).tolist())
             self.scheduler._recorded(first)
+
+    def abandon(self) -> None:
+        """Forget the epoch under way (a fit that raised records its finished epochs only)."""
+        self.first = None
 
     def release(self) -> None:
         self.guard.release()
