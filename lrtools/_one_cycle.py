@@ -56,6 +56,8 @@ class _MomentumCycle:
     def __init__(self, momentum_at: Callable[[Any], Any]):
         self.momentum_at = momentum_at
         self._patched: list[keras.optimizers.Optimizer] = []
+        self._optimizer: keras.optimizers.Optimizer | None = None
+        self._steps: list[tuple[keras.optimizers.Optimizer, Callable]] = []
 
     @classmethod
     def check_backend(cls) -> None:
@@ -88,12 +90,15 @@ class _MomentumCycle:
 
     def attach(self, optimizer: keras.optimizers.Optimizer) -> None:
         self.detach()
-        for owner in rate_owners(optimizer):
-            original = type(owner).update_step.__get__(owner)
-            if isinstance(owner, keras.optimizers.SGD):
-                owner.update_step = self._sgd_update(owner, optimizer, original)
-            else:
-                owner.update_step = self._beta_1_update(owner, optimizer, original)
+        if self._optimizer is not optimizer:  # the patched steps are built once per optimizer
+            self._optimizer, self._steps = optimizer, []
+            for owner in rate_owners(optimizer):
+                original = type(owner).update_step.__get__(owner)
+                build = self._sgd_update if isinstance(owner, keras.optimizers.SGD) else None
+                build = build or self._beta_1_update
+                self._steps.append((owner, build(owner, optimizer, original)))
+        for owner, update_step in self._steps:
+            vars(owner)["update_step"] = update_step  # a plain attribute: no tracking, no cost
             self._patched.append(owner)
 
     def detach(self) -> None:
@@ -164,9 +169,11 @@ class OneCycle(LRScheduler):
     optimizer is patched only while the compiled step runs, and the step traced
     with the patch is dropped when ``fit`` ends, returns or raises
     (``lrtools._fit_guard``), so the next ``fit`` trains with the compiled momentum.
-    The momentum of each batch is kept in ``momenta`` and the last one of each
-    epoch is logged as ``momentum``. The rate is set as by :class:`LRScheduler`
-    (``unit="batch"``, the same rule for a ``MultiOptimizer``).
+    The rate is set as by :class:`LRScheduler` (``unit="batch"``, computed in the
+    compiled step, the same rule for a ``MultiOptimizer``). The momentum of each
+    step is kept in ``momenta`` (filled with ``steps`` / ``rates`` at the end of
+    each epoch) and the last one of each epoch is logged as ``momentum``; the
+    warning for a run past ``total_steps`` comes at the end of that epoch.
 
     Args:
         *args: ``max_lr``, ``total_steps`` and the further positional arguments of

@@ -6,6 +6,7 @@ Public through :mod:`lrtools.callbacks`; see its docstring.
 from __future__ import annotations
 
 import contextlib
+import functools
 import inspect
 import math
 from collections.abc import Callable, Iterator
@@ -18,14 +19,7 @@ from keras import ops
 from lrtools import schedules
 from lrtools._checks import check_choice, check_flag
 from lrtools._fit_guard import FitGuard
-from lrtools._rates import (
-    current_rate,
-    group_ratios,
-    rate_object,
-    rate_owners,
-    replace_rate,
-    restore_rate,
-)
+from lrtools._rates import current_rate, group_ratios, rate_object, rate_owners
 from lrtools._step_rate import RateTable, StepRate
 
 Schedule = keras.optimizers.schedules.LearningRateSchedule
@@ -345,6 +339,10 @@ class _InStep:
             StepRate(rate, ratio, rate_object(owner), optimizer)
             for owner, ratio in zip(self.owners, scheduler._ratios, strict=True)
         ]
+        self.readers = [
+            (owner, functools.partial(step_rate, None))
+            for owner, step_rate in zip(self.owners, self.step_rates, strict=True)
+        ]
         self.first: int | None = None  # the epoch's first step, until recorded
         self.epoch_steps = 0
         self.guard = FitGuard(scheduler.model, self.scope, self.abandon)
@@ -356,13 +354,17 @@ class _InStep:
 
     @contextlib.contextmanager
     def scope(self) -> Iterator[None]:
-        originals = [replace_rate(o, r) for o, r in zip(self.owners, self.step_rates)]
+        # Each owner reads its rate from its ``StepRate`` through Keras's one accessor,
+        # ``_get_current_learning_rate``, set as a plain attribute: the owner's rate object
+        # is never swapped, and this costs well under a microsecond per step.
+        for owner, reader in self.readers:
+            vars(owner)["_get_current_learning_rate"] = reader
         try:
             with self.scheduler._step_scope():
                 yield
         finally:
-            for owner, original in zip(self.owners, originals):
-                restore_rate(owner, original)
+            for owner, _ in self.readers:
+                vars(owner).pop("_get_current_learning_rate", None)
 
     def epoch_begin(self) -> None:
         """Fill the table for this epoch's steps; show the first step's rate."""

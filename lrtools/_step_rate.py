@@ -4,12 +4,13 @@ A callback that assigns the rate before every batch pays, at every step, an eage
 read of ``optimizer.iterations`` (a wait for the step before to finish) and an
 eager assignment: 16-24 % of a 1.6 ms step. While ``fit`` runs, ``LRScheduler``
 instead lets the compiled step compute the rate. Around each call of the step
-(``lrtools._fit_guard``) each rate owner holds a :class:`StepRate` in place of its
-rate variable; the step traced with it reads the rate from the step counter, so
-the callback has nothing left to do per batch. Outside the step the owner holds
-its own variable again, which the step keeps at the next step's rate: callbacks,
-``optimizer.learning_rate`` and a model saved mid-fit see a plain float rate, as
-without this module.
+(``lrtools._fit_guard``) each rate owner reads its rate from a :class:`StepRate`
+(Keras's accessor ``_get_current_learning_rate`` is shadowed by an instance
+attribute); the step traced so reads the rate from the step counter, and the
+callback has nothing left to do per batch. The owner's rate object is never
+replaced: outside the step it reads its own variable, which the step keeps at the
+next step's rate, so callbacks, ``optimizer.learning_rate`` and a model saved
+mid-fit see a plain float rate, as without this module.
 """
 
 from __future__ import annotations
