@@ -37,11 +37,10 @@ class _MomentumCycle:
     - Adam-family optimizers (``Adam``, ``AdamW``, ``Adamax``, ``Lamb``, ``Lion``)
       read ``beta_1`` only inside ``update_step``: the float is swapped for the
       step's value while the original ``update_step`` runs.
-    - ``SGD`` branches in Python on ``momentum != 0``, so its float stays and the
-      velocity ``v`` is rescaled first: with the float ``m0`` and the step's
-      ``m``, ``v <- v * m / m0`` makes Keras's ``v <- m0 * v - lr * g`` compute
-      ``m * v - lr * g``; Nesterov's ``w += m0 * v - lr * g`` is then corrected by
-      ``w += (m - m0) * v``.
+    - ``SGD`` branches in Python on ``momentum != 0``, so its float cannot be
+      swapped for a tensor: its update rule (Keras's, ``v <- m * v - lr * g``, then
+      ``w += v``, or ``w += m * v - lr * g`` with Nesterov) runs with the step's
+      ``m``, with no more operations than Keras's own step.
     """
 
     BETA_1_OPTIMIZERS = (
@@ -119,14 +118,18 @@ class _MomentumCycle:
         return ops.cast(self.momentum_at(step_owner.iterations), dtype)
 
     def _sgd_update(self, owner, step_owner, original) -> Callable:
+        # Keras's SGD update rule with the step's momentum: no more operations than Keras's.
         def update_step(gradient: Any, variable: Any, learning_rate: Any) -> None:
+            learning_rate = ops.cast(learning_rate, variable.dtype)
+            gradient = ops.cast(gradient, variable.dtype)
             momentum = self._momentum(step_owner, variable.dtype)
-            base = ops.cast(owner.momentum, variable.dtype)
             velocity = owner.momentums[owner._get_variable_index(variable)]
-            owner.assign(velocity, ops.multiply(velocity, momentum / base))
-            original(gradient, variable, learning_rate)
+            step = ops.multiply(gradient, learning_rate)
+            owner.assign(velocity, ops.subtract(ops.multiply(velocity, momentum), step))
             if owner.nesterov:
-                owner.assign_add(variable, ops.multiply(velocity, momentum - base))
+                owner.assign_add(variable, ops.subtract(ops.multiply(velocity, momentum), step))
+            else:
+                owner.assign_add(variable, velocity)
 
         return update_step
 
