@@ -12,13 +12,13 @@ from collections.abc import Callable, Iterator
 from typing import Any
 
 import keras
+import numpy as np
 from keras import ops
 
 from lrtools import schedules
 from lrtools._checks import check_flag
-from lrtools._fit_guard import FitGuard
 from lrtools._rates import rate_owners
-from lrtools._scheduler import LRScheduler, _StepTable
+from lrtools._scheduler import LRScheduler
 
 # A stand-in length that lets the constructor check the other arguments when the
 # real one is only known once ``fit`` starts.
@@ -37,11 +37,10 @@ class _MomentumCycle:
     - Adam-family optimizers (``Adam``, ``AdamW``, ``Adamax``, ``Lamb``, ``Lion``)
       read ``beta_1`` only inside ``update_step``: the float is swapped for the
       step's value while the original ``update_step`` runs.
-    - ``SGD`` branches in Python on ``momentum != 0``, so its float stays and the
-      velocity ``v`` is rescaled first: with the float ``m0`` and the step's
-      ``m``, ``v <- v * m / m0`` makes Keras's ``v <- m0 * v - lr * g`` compute
-      ``m * v - lr * g``; Nesterov's ``w += m0 * v - lr * g`` is then corrected by
-      ``w += (m - m0) * v``.
+    - ``SGD`` branches in Python on ``momentum != 0``, so its float cannot be
+      swapped for a tensor: its update rule (Keras's, ``v <- m * v - lr * g``, then
+      ``w += v``, or ``w += m * v - lr * g`` with Nesterov) runs with the step's
+      ``m``, with no more operations than Keras's own step.
     """
 
     BETA_1_OPTIMIZERS = (
@@ -56,6 +55,8 @@ class _MomentumCycle:
     def __init__(self, momentum_at: Callable[[Any], Any]):
         self.momentum_at = momentum_at
         self._patched: list[keras.optimizers.Optimizer] = []
+        self._optimizer: keras.optimizers.Optimizer | None = None
+        self._steps: list[tuple[keras.optimizers.Optimizer, Callable]] = []
 
     @classmethod
     def check_backend(cls) -> None:
@@ -88,12 +89,15 @@ class _MomentumCycle:
 
     def attach(self, optimizer: keras.optimizers.Optimizer) -> None:
         self.detach()
-        for owner in rate_owners(optimizer):
-            original = type(owner).update_step.__get__(owner)
-            if isinstance(owner, keras.optimizers.SGD):
-                owner.update_step = self._sgd_update(owner, optimizer, original)
-            else:
-                owner.update_step = self._beta_1_update(owner, optimizer, original)
+        if self._optimizer is not optimizer:  # the patched steps are built once per optimizer
+            self._optimizer, self._steps = optimizer, []
+            for owner in rate_owners(optimizer):
+                original = type(owner).update_step.__get__(owner)
+                build = self._sgd_update if isinstance(owner, keras.optimizers.SGD) else None
+                build = build or self._beta_1_update
+                self._steps.append((owner, build(owner, optimizer, original)))
+        for owner, update_step in self._steps:
+            vars(owner)["update_step"] = update_step  # a plain attribute: no tracking, no cost
             self._patched.append(owner)
 
     def detach(self) -> None:
@@ -114,14 +118,18 @@ class _MomentumCycle:
         return ops.cast(self.momentum_at(step_owner.iterations), dtype)
 
     def _sgd_update(self, owner, step_owner, original) -> Callable:
+        # Keras's SGD update rule with the step's momentum: no more operations than Keras's.
         def update_step(gradient: Any, variable: Any, learning_rate: Any) -> None:
+            learning_rate = ops.cast(learning_rate, variable.dtype)
+            gradient = ops.cast(gradient, variable.dtype)
             momentum = self._momentum(step_owner, variable.dtype)
-            base = ops.cast(owner.momentum, variable.dtype)
             velocity = owner.momentums[owner._get_variable_index(variable)]
-            owner.assign(velocity, ops.multiply(velocity, momentum / base))
-            original(gradient, variable, learning_rate)
+            step = ops.multiply(gradient, learning_rate)
+            owner.assign(velocity, ops.subtract(ops.multiply(velocity, momentum), step))
             if owner.nesterov:
-                owner.assign_add(variable, ops.multiply(velocity, momentum - base))
+                owner.assign_add(variable, ops.subtract(ops.multiply(velocity, momentum), step))
+            else:
+                owner.assign_add(variable, velocity)
 
         return update_step
 
@@ -164,9 +172,11 @@ class OneCycle(LRScheduler):
     optimizer is patched only while the compiled step runs, and the step traced
     with the patch is dropped when ``fit`` ends, returns or raises
     (``lrtools._fit_guard``), so the next ``fit`` trains with the compiled momentum.
-    The momentum of each batch is kept in ``momenta`` and the last one of each
-    epoch is logged as ``momentum``. The rate is set as by :class:`LRScheduler`
-    (``unit="batch"``, the same rule for a ``MultiOptimizer``).
+    The rate is set as by :class:`LRScheduler` (``unit="batch"``, computed in the
+    compiled step, the same rule for a ``MultiOptimizer``). The momentum of each
+    step is kept in ``momenta`` (filled with ``steps`` / ``rates`` at the end of
+    each epoch) and the last one of each epoch is logged as ``momentum``; the
+    warning for a run past ``total_steps`` comes at the end of that epoch.
 
     Args:
         *args: ``max_lr``, ``total_steps`` and the further positional arguments of
@@ -219,7 +229,7 @@ class OneCycle(LRScheduler):
         schedule.momentum(0, base_momentum, max_momentum)  # checks the momenta now
         self.momenta: list[float] = []
         self._cycle = _MomentumCycle(self.momentum_at)
-        self._guard: FitGuard | None = None
+        self._optimizer: keras.optimizers.Optimizer | None = None
         self._warned_past_end = False
 
     @property
@@ -232,43 +242,42 @@ class OneCycle(LRScheduler):
         return self.schedule.momentum(step, self.base_momentum, self.max_momentum)
 
     def on_train_begin(self, logs: dict | None = None) -> None:
-        self._release()
         if self._from_fit:
             self._set_schedule(_build_schedule(self._arguments, _fit_length(self.params)))
-        self._momentum_table = _StepTable(self.momentum_at)
         self._warned_past_end = False
-        super().on_train_begin(logs)
         if self.cycle_momentum:
             _MomentumCycle.check(self.model.optimizer)
-            optimizer = self.model.optimizer
-            self._guard = FitGuard(self.model, lambda: self._cycle.attached(optimizer))
+            self._optimizer = self.model.optimizer
+        super().on_train_begin(logs)  # the guarded step enters ``_step_scope``
+        if self.cycle_momentum and self._in_step is None:
+            raise RuntimeError("OneCycle cycles the momentum only in the compiled step.")
 
-    def on_train_batch_begin(self, batch: int, logs: dict | None = None) -> None:
-        super().on_train_batch_begin(batch, logs)
-        step = self.steps[-1]
-        if step >= self.schedule.total_steps and not self._warned_past_end:
+    def _step_scope(self) -> contextlib.AbstractContextManager:
+        if not self.cycle_momentum:
+            return contextlib.nullcontext()
+        return self._cycle.attached(self._optimizer)
+
+    def _recorded(self, first: int) -> None:
+        steps = self.steps[first:]
+        if self.cycle_momentum:
+            momenta = ops.convert_to_numpy(self.momentum_at(np.asarray(steps)))
+            self.momenta.extend(np.asarray(momenta, np.float64).reshape(-1).tolist())
+        total = self.schedule.total_steps
+        past = [index for index, step in enumerate(steps) if step >= total]
+        if past and not self._warned_past_end:
             self._warned_past_end = True
+            step, rate = steps[past[0]], self.rates[first + past[0]]
             warnings.warn(
-                f"OneCycle: training goes past total_steps={self.schedule.total_steps} (now at "
-                f"step {step}); the rate stays at its final value {self.rates[-1]:.3g}. Raise "
-                "total_steps, or leave it out to take it from the fit.",
+                f"OneCycle: training goes past total_steps={total} (now at step {step}); the "
+                f"rate stays at its final value {rate:.3g}. Raise total_steps, or leave it out "
+                "to take it from the fit.",
                 stacklevel=2,
             )
-        if self.cycle_momentum:
-            self.momenta.append(self._momentum_table(step))
 
     def on_epoch_end(self, epoch: int, logs: dict | None = None) -> None:
         super().on_epoch_end(epoch, logs)
         if logs is not None and self.momenta:
             logs["momentum"] = self.momenta[-1]
-
-    def on_train_end(self, logs: dict | None = None) -> None:
-        self._release()
-
-    def _release(self) -> None:
-        if self._guard is not None:
-            self._guard.release()
-            self._guard = None
 
 
 def _unset(step: Any) -> float:

@@ -5,9 +5,11 @@ Public through :mod:`lrtools.callbacks`; see its docstring.
 
 from __future__ import annotations
 
+import contextlib
+import functools
 import inspect
 import math
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from typing import Any
 
 import keras
@@ -15,8 +17,10 @@ import numpy as np
 from keras import ops
 
 from lrtools import schedules
-from lrtools._checks import check_choice
+from lrtools._checks import check_choice, check_flag
+from lrtools._fit_guard import FitGuard
 from lrtools._rates import current_rate, group_ratios, rate_object, rate_owners
+from lrtools._step_rate import RateTable, StepRate
 
 Schedule = keras.optimizers.schedules.LearningRateSchedule
 
@@ -118,10 +122,22 @@ class LRScheduler(keras.callbacks.Callback):
     - a function ``f(t, lr)`` that also receives the current rate, like
       ``keras.callbacks.LearningRateScheduler``'s.
 
-    The rate is set before each batch (``"batch"``) or each epoch (``"epoch"``).
-    ``logs["learning_rate"]`` receives the rate at the end of every epoch, so
+    The rate is set for each batch (``"batch"``) or each epoch (``"epoch"``).
+    ``logs["learning_rate"]`` receives the rate of the epoch's last batch, so
     ``History`` records it, and the rate of every batch is kept in
     ``steps`` / ``rates``.
+
+    **Computed in the compiled step.** With ``unit="batch"`` on the TensorFlow
+    and JAX backends, the rate of an lrtools or Keras schedule is computed inside
+    the compiled train step (the schedule is placed in the optimizer for the
+    duration of each step, ``lrtools._step_rate``), so this callback costs what
+    any per-batch callback costs. So is a function declared ``pure=True`` on
+    TensorFlow when the steps per epoch are known: it is evaluated once per epoch,
+    for every step of the epoch, into a table the step reads. ``steps`` / ``rates``
+    are then filled at the end of each epoch (or of a fit that raised), for every
+    step taken, and between steps the optimizer's rate variable holds the rate of
+    the next step. Any other schedule or function is called before each batch
+    and its rate assigned to the optimizer, as written.
 
     A ``keras.optimizers.MultiOptimizer`` has one rate per group. The schedule
     then sets the rate of the group that had the largest rate when training
@@ -136,20 +152,27 @@ class LRScheduler(keras.callbacks.Callback):
     in a variable that this callback assigns); an optimizer compiled with a
     schedule is refused with a ``ValueError``, because the two would fight over
     the rate. With ``steps_per_execution > 1`` Keras calls batch callbacks once
-    per execution, so the rate changes once per execution.
+    per execution: a rate computed in the step still changes at every step,
+    any other once per execution.
 
     Args:
         schedule: a ``LearningRateSchedule``, or a function ``f(t)`` or
             ``f(t, lr)`` returning a finite rate >= 0.
         unit: ``"batch"`` (``t`` is the global step) or ``"epoch"`` (``t`` is
             the epoch number, from 0).
+        pure: your promise that the function ``f(t)`` depends on ``t`` alone (no
+            state, no randomness, nothing read from the model), so that it may be
+            called ahead of time; only then is it evaluated a table at a time
+            (``unit="batch"``). The default, False, calls it before every batch, which
+            is right for any function. Schedules need no promise.
 
     Raises:
         ValueError: for an unknown ``unit``; during training, for a rate that is
             not finite or negative, or an optimizer compiled with a schedule.
         TypeError: if ``schedule`` is not callable, takes neither one nor two
             positional arguments, or returns something that is not a number; if
-            ``unit`` is not a string.
+            ``unit`` is not a string or ``pure`` not a bool; for ``pure=True`` with
+            a function ``f(t, lr)``, which depends on the rate in force.
 
     Example:
 
@@ -162,14 +185,23 @@ class LRScheduler(keras.callbacks.Callback):
 
     UNITS = ("batch", "epoch")
 
-    def __init__(self, schedule: Schedule | Callable[..., float], unit: str = "batch"):
+    def __init__(
+        self, schedule: Schedule | Callable[..., float], unit: str = "batch", pure: bool = False
+    ):
         super().__init__()
         self.unit = check_choice("unit", unit, self.UNITS)
+        self.pure = check_flag("pure", pure)
         self._set_schedule(schedule)
+        if self.pure and self._passes_rate:
+            raise TypeError(
+                "pure=True promises a function of the step alone, but this one takes "
+                "(t, lr) and so depends on the rate in force: pass pure=False."
+            )
         self.steps: list[int] = []
         self.rates: list[float] = []
         self._ratios: list[float] = []
         self._owner_list: list = []
+        self._in_step: _InStep | None = None
 
     def _set_schedule(self, schedule: Schedule | Callable[..., float]) -> None:
         self._passes_rate = _passes_rate(schedule)
@@ -221,27 +253,161 @@ class LRScheduler(keras.callbacks.Callback):
         # The largest group (ratio 1) now holds ``rate``, rounded to its variable's dtype.
         return float(np.asarray(rate, dtype=rate_object(self._owner_list[0]).dtype))
 
+    def _step_scope(self) -> contextlib.AbstractContextManager:
+        """What the compiled step needs besides the rate (``OneCycle``: the momentum)."""
+        return contextlib.nullcontext()
+
+    def _recorded(self, first: int) -> None:
+        """Called after ``steps[first:]`` / ``rates[first:]`` were recorded."""
+
     def on_train_begin(self, logs: dict | None = None) -> None:
+        if self._in_step is not None:
+            self._in_step.release()  # a fit that raised before: nothing of it stays
         # The owners are found and checked once per fit, not at every batch.
         self._owner_list = _settable_rate_owners(self.model.optimizer, type(self).__name__)
         # One rule for several groups (``_rates.group_ratios``): every group keeps its
         # proportion to the largest; when all rates are 0, all follow with ratio 1 (warned).
         self._ratios = group_ratios([current_rate(owner) for owner in self._owner_list])
+        self._in_step = _InStep.start(self)
 
     def on_epoch_begin(self, epoch: int, logs: dict | None = None) -> None:
-        if self.unit == "epoch":
+        if self._in_step is not None:
+            self._in_step.epoch_begin()
+        elif self.unit == "epoch":
             self._apply(epoch)
 
     def on_train_batch_begin(self, batch: int, logs: dict | None = None) -> None:
+        if self._in_step is not None:
+            return  # the compiled step computes the rate; recorded at the epoch's end
         step = _current_step(self.model.optimizer)
         # With unit="epoch" another callback may have changed the rate since the epoch began.
         rate = self._apply(step) if self.unit == "batch" else self._reference_rate()
         self.steps.append(step)
         self.rates.append(rate)
+        self._recorded(len(self.steps) - 1)
 
     def on_epoch_end(self, epoch: int, logs: dict | None = None) -> None:
+        if self._in_step is not None:
+            self._in_step.record()
         if logs is not None:
-            logs["learning_rate"] = self._reference_rate()
+            done = self._in_step is not None and self._in_step.epoch_steps
+            logs["learning_rate"] = self.rates[-1] if done else self._reference_rate()
+
+    def on_train_end(self, logs: dict | None = None) -> None:
+        if self._in_step is not None:
+            self._in_step.release()
+            self._in_step = None
+
+
+def _step_schedule(scheduler: LRScheduler) -> Schedule | None:
+    """The rate the compiled step can compute for ``scheduler`` in this fit, or None.
+
+    A batch-level schedule from lrtools or Keras (on JAX, which reads variables
+    only when tracing, not one holding a variable training code may change), or a
+    function declared pure, on TensorFlow, when the steps per epoch are known.
+    """
+    backend = keras.backend.backend()
+    if scheduler.unit != "batch" or backend not in ("tensorflow", "jax"):
+        return None
+    schedule = scheduler.schedule
+    if isinstance(schedule, Schedule):
+        ours = isinstance(schedule, schedules._Schedule)
+        if ours and (backend == "tensorflow" or _is_pure_schedule(schedule)):
+            return schedule
+        return schedule if type(schedule).__module__.startswith("keras.") else None
+    steps = (scheduler.params or {}).get("steps")
+    if scheduler.pure and backend == "tensorflow" and steps:
+        return RateTable(int(steps) + 1)  # one more: the first step of the next epoch
+    return None
+
+
+class _InStep:
+    """One fit of an ``LRScheduler`` whose rate the compiled step computes (``_step_rate``).
+
+    The step is wrapped by a :class:`FitGuard` whose scope puts a ``StepRate`` in each
+    rate owner for the duration of every call; ``steps`` / ``rates`` are recorded a
+    whole epoch at a time, from the counter at the epoch's begin and end.
+    """
+
+    def __init__(self, scheduler: LRScheduler, rate: Schedule):
+        self.scheduler = scheduler
+        self.rate = rate
+        self.table = rate if isinstance(rate, RateTable) else None
+        self.owners = scheduler._owner_list
+        optimizer = scheduler.model.optimizer
+        self.step_rates = [
+            StepRate(rate, ratio, rate_object(owner), optimizer)
+            for owner, ratio in zip(self.owners, scheduler._ratios, strict=True)
+        ]
+        self.readers = [
+            (owner, functools.partial(step_rate, None))
+            for owner, step_rate in zip(self.owners, self.step_rates, strict=True)
+        ]
+        self.first: int | None = None  # the epoch's first step, until recorded
+        self.epoch_steps = 0
+        self.guard = FitGuard(scheduler.model, self.scope, self.abandon)
+
+    @classmethod
+    def start(cls, scheduler: LRScheduler) -> _InStep | None:
+        rate = _step_schedule(scheduler)
+        return None if rate is None else cls(scheduler, rate)
+
+    @contextlib.contextmanager
+    def scope(self) -> Iterator[None]:
+        # Each owner reads its rate from its ``StepRate`` through Keras's one accessor,
+        # ``_get_current_learning_rate``, set as a plain attribute: the owner's rate object
+        # is never swapped, and this costs well under a microsecond per step.
+        for owner, reader in self.readers:
+            vars(owner)["_get_current_learning_rate"] = reader
+        try:
+            with self.scheduler._step_scope():
+                yield
+        finally:
+            for owner, _ in self.readers:
+                vars(owner).pop("_get_current_learning_rate", None)
+
+    def epoch_begin(self) -> None:
+        """Fill the table for this epoch's steps; show the first step's rate."""
+        step = _current_step(self.scheduler.model.optimizer)
+        self.first, self.epoch_steps = step, 0
+        if self.table is not None:
+            steps = range(step, step + len(self.table.host))
+            self.table.fill(step, [self.scheduler.rate_at(t, math.nan) for t in steps])
+        rate = float(self.rates_at(np.array([step]))[0])
+        for step_rate in self.step_rates:
+            step_rate.variable.assign(rate * step_rate.ratio)
+
+    def rates_at(self, steps: np.ndarray) -> np.ndarray:
+        """The largest group's rate at ``steps``, as the compiled step computes it."""
+        dtype = self.step_rates[0].variable.dtype
+        if self.table is not None:
+            return self.table.at(steps).astype(dtype)
+        if self.scheduler._table is not None:  # blocks of a pure lrtools schedule
+            return np.array([self.scheduler._table(int(t)) for t in steps], dtype)
+        try:
+            values = ops.convert_to_numpy(self.rate(steps))
+            return np.broadcast_to(np.asarray(values, dtype), steps.shape)
+        except Exception:  # a schedule that takes one step at a time
+            return np.array([_to_float(self.rate(int(t))) for t in steps], dtype)
+
+    def record(self) -> None:
+        """Append the steps taken since the epoch began, and their rates."""
+        if self.first is None:
+            return
+        steps = np.arange(self.first, _current_step(self.scheduler.model.optimizer))
+        self.first, self.epoch_steps = None, len(steps)
+        if len(steps):
+            first = len(self.scheduler.steps)
+            self.scheduler.steps.extend(steps.tolist())
+            self.scheduler.rates.extend(self.rates_at(steps).tolist())
+            self.scheduler._recorded(first)
+
+    def abandon(self) -> None:
+        """Forget the epoch under way (a fit that raised records its finished epochs only)."""
+        self.first = None
+
+    def release(self) -> None:
+        self.guard.release()
 
 
 def _passes_rate(schedule: Any) -> bool:

@@ -20,14 +20,19 @@ All of them handle ``keras.optimizers.LossScaleOptimizer`` and
 ``keras.optimizers.MultiOptimizer``: a multi-optimizer's groups move together
 and keep their ratios (see :class:`LRScheduler`).
 
+A batch-level ``LRScheduler`` on a schedule (or on a function declared
+``pure=True``) and ``OneCycle`` cost what any per-batch callback costs: the
+compiled train step computes the rate (and ``OneCycle``'s momentum) from the step
+counter, with nothing done per batch in Python (``lrtools._step_rate``).
+
 Nothing a callback changes outlives the ``fit`` it served, even one that raised
-(Keras then never calls ``on_train_end``): ``OneCycle`` patches the optimizer only
-while the compiled step runs, and the step it traced is dropped on every way out
-of ``fit`` (``lrtools._fit_guard``).
+(Keras then never calls ``on_train_end``): ``LRScheduler`` and ``OneCycle`` patch
+the optimizer only while the compiled step runs, and the step they traced is
+dropped on every way out of ``fit`` (``lrtools._fit_guard``).
 
 The code lives in small private modules, one idea each (``_scheduler``,
-``_one_cycle``, ``_snapshots``, ``_plateau``, ``_rate_logger``); this module is
-where the public names are.
+``_step_rate``, ``_one_cycle``, ``_snapshots``, ``_plateau``, ``_rate_logger``);
+this module is where the public names are.
 """
 
 from __future__ import annotations

@@ -21,7 +21,7 @@ import numpy as np
 import pytest
 
 from lrtools import callbacks, schedules
-from lrtools._rates import rate_owners
+from lrtools._rates import rate_object, rate_owners
 
 BATCH_SIZE = 8
 N_SAMPLES = 32
@@ -207,19 +207,24 @@ class CountingCosine(schedules.CosineDecay):
         return super().__call__(step)
 
 
-def test_pure_schedule_is_evaluated_a_block_of_steps_at_a_time():
-    # A schedule is a pure, vectorised function of the step: one call gives the next
-    # _StepTable.BLOCK steps, so a batch-level callback does not pay an eager evaluation per step.
-    CountingCosine.calls = 0
-    schedule = CountingCosine(0.1, decay_steps=8)
-    model = build_model(keras.optimizers.SGD(1.0))
-    initial = model.get_weights()
-    scheduler = callbacks.LRScheduler(schedule)
-    fit(model, epochs=2, callbacks_=[scheduler])
-    assert CountingCosine.calls == 1
-    expected = keras.ops.convert_to_numpy(schedules.CosineDecay(0.1, decay_steps=8)(np.arange(8)))
-    np.testing.assert_allclose(scheduler.rates, expected, rtol=1e-6)
-    assert_weights_close(model, simulate_sgd(initial, expected, np.zeros(8)))
+def test_schedule_is_not_evaluated_at_every_step():
+    # The compiled step computes the rate (traced once: two calls, for this step and the next);
+    # the callback's own eager evaluations come a block of _StepTable.BLOCK steps at a time.
+    # So the number of calls does not grow with the number of steps.
+    calls = []
+    for epochs in (2, 6):
+        CountingCosine.calls = 0
+        schedule = CountingCosine(0.1, decay_steps=4 * epochs)
+        model = build_model(keras.optimizers.SGD(1.0))
+        initial = model.get_weights()
+        scheduler = callbacks.LRScheduler(schedule)
+        fit(model, epochs=epochs, callbacks_=[scheduler])
+        calls.append(CountingCosine.calls)
+        reference = schedules.CosineDecay(0.1, decay_steps=4 * epochs)
+        expected = keras.ops.convert_to_numpy(reference(np.arange(4 * epochs)))
+        np.testing.assert_allclose(scheduler.rates, expected, rtol=1e-6)
+        assert_weights_close(model, simulate_sgd(initial, expected, np.zeros(4 * epochs)))
+    assert calls[0] == calls[1] <= 3
 
 
 def test_rate_at_equals_the_schedule_in_any_order_of_steps():
@@ -240,6 +245,106 @@ def test_schedule_holding_a_variable_is_evaluated_at_every_step():
     before = scheduler.rate_at(50, math.nan)
     schedule.factor.assign(0.5)
     assert scheduler.rate_at(50, math.nan) == pytest.approx(before / 2, rel=1e-6)
+
+
+def test_pure_function_per_batch_is_tabled_once_an_epoch_inside_fit():
+    calls = []
+
+    def halving(step):
+        calls.append(step)
+        return 0.1 * 0.5 ** (step // 3)
+
+    expected = [halving(step) for step in range(8)]
+    calls.clear()
+    for pure in (False, True):
+        model = build_model(keras.optimizers.SGD(1.0, momentum=0.5))
+        initial = model.get_weights()
+        scheduler = callbacks.LRScheduler(halving, pure=pure)
+        history = fit(model, epochs=2, callbacks_=[scheduler])
+        assert scheduler.steps == list(range(8))
+        np.testing.assert_allclose(scheduler.rates, expected, rtol=1e-6)
+        np.testing.assert_allclose(history.history["learning_rate"], [0.05, 0.025], rtol=1e-6)
+        assert_weights_close(model, simulate_sgd(initial, expected, np.full(8, 0.5)))
+    # pure=False: before every batch. pure=True on TensorFlow: once per epoch, for its steps
+    # and the next epoch's first (JAX calls it before every batch).
+    per_batch = list(range(8))
+    tabled = [*range(5), *range(4, 9)] if keras.backend.backend() == "tensorflow" else per_batch
+    assert calls == per_batch + tabled
+
+
+def test_pure_is_refused_for_a_function_of_the_rate():
+    with pytest.raises(TypeError, match="pure=False"):
+        callbacks.LRScheduler(lambda t, lr: lr, pure=True)
+    with pytest.raises(TypeError, match="pure"):
+        callbacks.LRScheduler(step_decay, pure="yes")
+
+
+def test_rate_changes_at_every_step_of_an_execution_inside_fit():
+    # With steps_per_execution=2 Keras calls batch callbacks every other step; the rate
+    # computed in the step still follows every step.
+    schedule = schedules.LinearDecay(0.2, decay_steps=8)
+    model = build_network()
+    model.compile(optimizer=keras.optimizers.SGD(1.0), loss="mse", steps_per_execution=2)
+    initial = model.get_weights()
+    scheduler = callbacks.LRScheduler(schedule)
+    fit(model, epochs=2, callbacks_=[scheduler])
+    expected = keras.ops.convert_to_numpy(schedule(np.arange(8)))
+    assert scheduler.steps == list(range(8))
+    np.testing.assert_allclose(scheduler.rates, expected, rtol=1e-6)
+    assert_weights_close(model, simulate_sgd(initial, expected, np.zeros(8)))
+
+
+class SaveEachEpoch(keras.callbacks.Callback):
+    def __init__(self, path):
+        super().__init__()
+        self.path = path
+
+    def on_epoch_end(self, epoch, logs=None):
+        self.model.save(self.path)
+
+
+@pytest.mark.parametrize(
+    "error", [RuntimeError("boom"), KeyboardInterrupt()], ids=["exception", "ctrl-c"]
+)
+def test_lr_scheduler_leaves_a_float_rate_after_a_failed_fit(tmp_path, error):
+    # The schedule is in the optimizer only while the compiled step runs: a model saved
+    # during the fit, or left by a fit that raised, holds a plain float rate.
+    path = os.fspath(tmp_path / "mid.keras")
+    schedule = schedules.CosineDecay(0.1, decay_steps=12)
+    model = build_model(keras.optimizers.SGD(0.1, momentum=0.9))
+    scheduler = callbacks.LRScheduler(schedule)
+    with pytest.raises(type(error)):
+        fit(model, 3, [scheduler, SaveEachEpoch(path), RaiseAtStep(6, error)])
+    for owner in rate_owners(model.optimizer):
+        assert isinstance(rate_object(owner), keras.Variable)
+    rate = float(keras.ops.convert_to_numpy(model.optimizer.learning_rate))
+    assert rate == pytest.approx(float(schedule(6)), rel=1e-6)  # the next step's rate
+    assert scheduler.steps == list(range(4))  # the finished epoch's steps
+    reloaded = keras.models.load_model(path)
+    assert isinstance(rate_object(reloaded.optimizer), keras.Variable)
+    resumed = callbacks.LRScheduler(schedule)
+    fit(reloaded, 2, [resumed], initial_epoch=1)
+    np.testing.assert_allclose(resumed.rates, schedule(np.arange(4, 8)), rtol=1e-6)
+    # The next fit without the callback trains at the rate left, with a plain step.
+    fit(model, 1, [])
+    assert float(keras.ops.convert_to_numpy(model.optimizer.learning_rate)) == rate
+    assert all(isinstance(rate_object(o), keras.Variable) for o in rate_owners(model.optimizer))
+
+
+def test_plateau_reduction_with_a_scheduler_keeps_the_schedule():
+    # As before the scheduler sets the rate of every step; the plateau callback runs
+    # alongside without error and logs the rate.
+    schedule = schedules.LinearDecay(0.2, decay_steps=12)
+    for order in ("scheduler-first", "plateau-first"):
+        model = build_model(keras.optimizers.SGD(0.1))
+        scheduler = callbacks.LRScheduler(schedule)
+        reduce = callbacks.ReduceLROnPlateau("loss", factor=0.5, patience=1, min_delta=1e9)
+        pair = [scheduler, reduce] if order == "scheduler-first" else [reduce, scheduler]
+        recorder = OwnerRates()
+        fit(model, 3, [*pair, recorder])
+        expected = keras.ops.convert_to_numpy(schedule(np.arange(12)))
+        np.testing.assert_allclose(scheduler.rates, expected, rtol=1e-6)
+        np.testing.assert_allclose([r[0] for r in recorder.rates], expected, rtol=1e-6)
 
 
 @pytest.mark.parametrize(
