@@ -63,26 +63,11 @@ class _StepTable:
 def _is_pure_schedule(schedule: Any) -> bool:
     """Whether ``schedule`` is an lrtools schedule whose value depends on the step alone.
 
-    An lrtools schedule says so through its ``is_pure`` property. Where that property is
-    missing (an older lrtools), the schedule is pure unless it holds a ``keras.Variable``
-    that training code may assign (``schedules.Scaled``'s factor), at any depth of nesting.
-    Schedules from elsewhere are evaluated at every call.
+    lrtools's schedules say so through their documented ``is_pure`` property (``False``
+    when they hold a ``keras.Variable`` that training code may assign, such as
+    ``schedules.Scaled``'s factor). Schedules from elsewhere are not known to be pure.
     """
-    if not isinstance(schedule, schedules._Schedule):
-        return False
-    is_pure = getattr(schedule, "is_pure", None)
-    if is_pure is not None:
-        return bool(is_pure)
-    pending: list[Any] = [schedule]
-    while pending:
-        value = pending.pop()
-        if isinstance(value, keras.Variable):
-            return False
-        if isinstance(value, schedules._Schedule):
-            pending.extend(vars(value).values())
-        elif isinstance(value, list | tuple):
-            pending.extend(value)
-    return True
+    return isinstance(schedule, schedules._Schedule) and schedule.is_pure
 
 
 def _rebuild_train_function(model: keras.Model) -> None:
