@@ -56,7 +56,7 @@ __all__ = [
 ]
 
 DEFAULT_METHOD = "valley"
-"""The suggestion method used when none is named: ``"valley"``, chosen by measurement.
+"""The suggestion method used when none is named, chosen by measurement.
 
 Evidence (the book's appendix "Measured", ``benchmarks/suggestions.py``): trained at each
 rule's rate, ``"valley"`` ended 1.4 points of validation accuracy below the best rate of a
