@@ -250,7 +250,14 @@ class OneCycle(LRScheduler):
             self._optimizer = self.model.optimizer
         super().on_train_begin(logs)  # the guarded step enters ``_step_scope``
         if self.cycle_momentum and self._in_step is None:
-            raise RuntimeError("OneCycle cycles the momentum only in the compiled step.")
+            # A custom loop (no model.fit to guard): the momentum is patched until
+            # on_train_end, which such a loop must call in a ``finally``.
+            self._cycle.attach(self._optimizer)
+
+    def on_train_end(self, logs: dict | None = None) -> None:
+        super().on_train_end(logs)
+        if self.cycle_momentum:
+            self._cycle.detach()
 
     def _step_scope(self) -> contextlib.AbstractContextManager:
         if not self.cycle_momentum:

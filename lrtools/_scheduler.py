@@ -18,7 +18,7 @@ from keras import ops
 
 from lrtools import schedules
 from lrtools._checks import check_choice, check_flag
-from lrtools._fit_guard import FitGuard
+from lrtools._fit_guard import FitGuard, _fit_frame
 from lrtools._rates import current_rate, group_ratios, rate_object, rate_owners
 from lrtools._step_rate import RateTable, StepRate
 
@@ -334,6 +334,14 @@ class _InStep:
 
     @classmethod
     def start(cls, scheduler: LRScheduler) -> _InStep | None:
+        """The in-step rate for this fit, or None: then the rate is set before every batch.
+
+        Only inside ``model.fit``: a custom training loop that drives the callbacks
+        through a ``CallbackList`` never calls ``model.train_function``, so there the
+        callback sets the rate before each batch, as Keras's own callbacks do.
+        """
+        if _fit_frame(scheduler.model) is None:
+            return None
         rate = _step_schedule(scheduler)
         return None if rate is None else cls(scheduler, rate)
 

@@ -76,9 +76,11 @@ def _reference(backend: str, tmp_path: Path) -> dict:
 
 def _assert_same_schedule(run: dict, reference: dict, name: str) -> None:
     assert run["steps"] == list(range(len(run["steps"]))) == reference["steps"], name
-    np.testing.assert_allclose(run["rates"], reference["rates"], rtol=1e-6, err_msg=name)
+    # Equal up to float32 arithmetic: inside fit the compiled step computes the rate in
+    # float32, a custom loop's callback computes it in float64 and rounds it once.
+    np.testing.assert_allclose(run["rates"], reference["rates"], rtol=1e-5, err_msg=name)
     if "momenta" in reference:
-        np.testing.assert_allclose(run["momenta"], reference["momenta"], rtol=1e-6, err_msg=name)
+        np.testing.assert_allclose(run["momenta"], reference["momenta"], rtol=1e-5, err_msg=name)
         assert len(set(np.round(run["momenta"], 6))) > 2, "the momentum did not cycle"
 
 
