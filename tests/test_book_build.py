@@ -1,9 +1,9 @@
 """Build the whole book the way the README says, and look at what came out.
 
-The build (the session fixture ``built_site`` in ``conftest.py``) executes every chapter against
-the current lrtools (``execute_notebooks: force``) and runs Sphinx with ``-W``, so a warning, a
-failed cell or a failed assert fails these tests. ``test_site.py`` opens the same build in a
-browser.
+The build (the session fixture ``built_site`` in ``conftest.py``) shows every chapter executed
+against the current lrtools (by nbval earlier in the session, or by the build itself) and runs
+Sphinx with ``-W``, so a warning, a failed cell or a failed assert fails these tests.
+``test_site.py`` opens the same build in a browser.
 """
 
 from __future__ import annotations
