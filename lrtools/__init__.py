@@ -32,8 +32,13 @@ from __future__ import annotations
 import importlib
 from typing import Any
 
+from lrtools._quiet import start_up_notices_filtered
+
 try:
-    import keras  # noqa: F401  (Keras imports its backend here: the first place one can be missing)
+    # Keras imports its backend here: the first place one can be missing. TensorFlow's start-up
+    # lines are held to TF_CPP_MIN_LOG_LEVEL, which TensorFlow itself reads only after them.
+    with start_up_notices_filtered():
+        import keras  # noqa: F401
 except ModuleNotFoundError as error:
     if (error.name or "").split(".")[0] not in ("tensorflow", "jax", "jaxlib", "torch"):
         raise

@@ -222,6 +222,22 @@ def test_tensorflow_start_up_log_is_quieted_before_the_first_import(path):
     assert quiet[0] < backend_import_line(first.source), (
         f"{QUIET_TENSORFLOW} comes after the first import of Keras or lrtools"
     )
+    # TensorFlow prints a few lines while loading, before it reads that variable; lrtools holds
+    # them to it (lrtools/_quiet.py), but only if it is what imports TensorFlow.
+    first_import = next(
+        node
+        for node in ast.walk(tree)
+        if isinstance(node, ast.Import | ast.ImportFrom)
+        and getattr(node, "lineno", 0) == backend_import_line(first.source)
+    )
+    names = (
+        [alias.name for alias in first_import.names]
+        if isinstance(first_import, ast.Import)
+        else [first_import.module]
+    )
+    assert names[0].split(".")[0] == "lrtools", (
+        f"the first backend import is {names[0]}, expected lrtools (import lrtools before Keras)"
+    )
 
 
 @pytest.mark.parametrize("path", ALL_NOTEBOOKS, ids=lambda path: path.name)
