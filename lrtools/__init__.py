@@ -15,6 +15,7 @@ Modules:
 - ``lrtools.data``, ``lrtools.models``, ``lrtools.experiments``, ``lrtools.plotting``:
   the data, small networks, experiment runner and figures the book shares.
 - ``lrtools.runtime``: what the machine offers (``has_accelerator``).
+- ``lrtools.comparison``: paired differences over seeds, and when they name a winner.
 
 Only ``schedules`` is imported eagerly; the other modules load on first use, so
 ``import lrtools`` needs nothing beyond Keras and NumPy.
@@ -55,6 +56,7 @@ __version__ = "0.1.0"
 
 _SUBMODULES = (
     "callbacks",
+    "comparison",
     "data",
     "experiments",
     "finder",

@@ -48,6 +48,7 @@ from lrtools import models as _models
 from lrtools._checks import check_count, check_flag, check_rate
 from lrtools._extras import require
 from lrtools._rates import current_rate, rate_owners
+from lrtools.comparison import PairedDifference, paired_difference
 
 if TYPE_CHECKING:
     import pandas as pd
@@ -267,6 +268,34 @@ class ExperimentResult:
         """
         means = self.summary(metric)["mean"]
         return str(means.idxmin() if _lower_is_better(metric) else means.idxmax())
+
+    def paired(self, metric: str, a: str, b: str) -> PairedDifference:
+        """The difference ``a - b`` in a final ``metric``, paired by seed.
+
+        Args:
+            metric: a column of :attr:`runs`, e.g. ``"test_loss"``.
+            a: one setup's name.
+            b: the other's; both must have run with the same seeds.
+
+        Returns:
+            A :class:`lrtools.comparison.PairedDifference` (mean, standard error, verdict).
+
+        Raises:
+            KeyError: if ``metric`` or a setup is unknown.
+            ValueError: if the two setups do not share at least two seeds.
+
+        Example:
+
+        >>> result.paired("test_loss", "SGDR", "step decay").verdict()  # doctest: +SKIP
+        'lower'
+        """
+        _check_column(self.runs, metric, "runs")
+        table = self.runs.pivot(index="seed", columns="config", values=metric)
+        for name in (a, b):
+            if name not in table.columns:
+                raise KeyError(f"no setup named {name!r}; the setups are {self.configs}")
+        shared = table[[a, b]].dropna()
+        return paired_difference(shared[a].to_numpy(), shared[b].to_numpy())
 
     def epochs_to_reach(self, target: float, metric: str = "val_accuracy") -> pd.DataFrame:
         """Find the first epoch at which each run reaches a target.
