@@ -52,8 +52,8 @@ JAX_RERUNS = [
     # Callbacks: updates inside fit, and nothing patched outlives a failed fit.
     JaxRerun(
         "test_callbacks.py",
-        "(inside_fit or failed_fit or from_the_fit) and not jax",
-        minimum=7,
+        "(inside_fit or failed_fit or from_the_fit or get_current_learning_rate) and not jax",
+        minimum=8,
     ),
 ]
 

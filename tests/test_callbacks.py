@@ -178,6 +178,26 @@ def test_schedule_per_batch_follows_the_step_inside_fit():
     assert_weights_close(model, simulate_sgd(initial, expected, np.full(8, 0.5)))
 
 
+def test_keras_reads_the_rate_of_an_update_through_get_current_learning_rate():
+    # The in-step path (lrtools/_step_rate.py) relies on this private Keras accessor: every
+    # optimizer update reads its rate by calling ``self._get_current_learning_rate()``, so an
+    # instance attribute of that name decides the rate. If a Keras release renames or bypasses
+    # it, this test fails first, with the reason, before the behavioural tests above do.
+    optimizer = keras.optimizers.SGD(0.1)
+    assert callable(getattr(type(optimizer), "_get_current_learning_rate", None))
+    variable = keras.Variable(np.ones(3, "float32"))
+    optimizer.build([variable])
+    gradient = keras.ops.ones((3,))
+    vars(optimizer)["_get_current_learning_rate"] = lambda: keras.ops.convert_to_tensor(0.5)
+    try:
+        optimizer.apply_gradients([(gradient, variable)])
+    finally:
+        vars(optimizer).pop("_get_current_learning_rate")
+    np.testing.assert_allclose(keras.ops.convert_to_numpy(variable), 0.5)  # 1 - 0.5 * 1
+    optimizer.apply_gradients([(gradient, variable)])  # the accessor gone: its own 0.1 again
+    np.testing.assert_allclose(keras.ops.convert_to_numpy(variable), 0.4, rtol=1e-6)
+
+
 def test_multi_optimizer_groups_keep_their_ratio():
     hidden = keras.optimizers.SGD(0.01)
     out = keras.optimizers.SGD(0.1)
