@@ -155,8 +155,7 @@ def _search_rows(entry: dict[str, Any]) -> list[tuple[str, ...]]:
     ]
 
 
-def _measured_rows(results: dict[str, Any]) -> list[tuple[str, ...]]:
-    reach = results["time_to_accuracy"]
+def _reach_rows(reach: dict[str, Any]) -> list[tuple[str, ...]]:
     runs = len(reach["settings"]["seeds"])
     epochs = ", ".join(
         _epochs_to_target(name, entry, runs) for name, entry in reach["headline"].items()
@@ -177,13 +176,23 @@ def _suggestion_rows(entry: dict[str, Any]) -> list[tuple[str, ...]]:
     return [
         (
             f"Range-test rule closest to a grid's best rate ({len(settings['problems'])} "
-            f"problems x {len(settings['seeds'])} seeds, measured {entry['run']['date'][:10]})",
+            f"problems x {len(settings['seeds'])} seeds)",
             f"`{headline['winner']}`: {headline['winner_mean_gap_pp']:.1f} points below on "
             f"average, {headline['winner_worst_problem_gap_pp']:.1f} on its worst problem",
             "none set",
             "",
         )
     ]
+
+
+SECTIONS = {
+    "overhead": _ratio_rows,
+    "range_test_overhead": _range_test_rows,
+    "range_vs_search": _search_rows,
+    "time_to_accuracy": _reach_rows,
+    "suggestions": _suggestion_rows,
+}
+"""Measurement -> the function that makes its rows of the README table, in table order."""
 
 
 def run_line(run: dict[str, Any]) -> str:
@@ -193,7 +202,7 @@ def run_line(run: dict[str, Any]) -> str:
         f"Measured {run['date'][:10]} on {machine['processor']} "
         f"({machine['cpu_count']} CPUs, {machine['platform']}), "
         f"Keras {run['versions']['keras']} on {run['keras_backend']}, "
-        f"digits CNN, batch 32; full run in {run['wall_time_s'] / 60:.1f} min, load average "
+        f"digits CNN, batch 32; the run took {run['wall_time_s'] / 60:.1f} min, load average "
         f"{run['load_average']['start'][0]:g} at the start, "
         f"{run['load_average']['end'][0]:g} at the end (shared machine)."
     )
@@ -206,22 +215,26 @@ def readme_table(results: dict[str, Any]) -> str:
         results: the dict of :func:`load_results`.
 
     Returns:
-        Markdown: a line saying when and where it was measured, then a table
-        with one row per headline figure, its target and whether it was met.
+        Markdown: a line saying when and where the overhead run measured, then a
+        table with one row per headline figure, its target and whether it was
+        met; a row from another run (``--only``) says when it was measured.
 
     Example::
 
         print(readme_table(load_results("benchmarks/results")))
     """
-    rows = [
-        *_ratio_rows(results["overhead"]),
-        *_range_test_rows(results["range_test_overhead"]),
-        *_search_rows(results["range_vs_search"]),
-        *_measured_rows(results),
-        *(_suggestion_rows(results["suggestions"]) if "suggestions" in results else []),
-    ]
+    headline_run = results[HEADLINE_RUN]["run"]
+    rows = []
+    for name, make_rows in SECTIONS.items():
+        if name not in results:
+            continue
+        run = results[name]["run"]
+        for label, *rest in make_rows(results[name]):
+            if run != headline_run:  # measured in another run: say when
+                label = f"{label} (measured {run['date'][:10]} in another run)"
+            rows.append((label, *rest))
     lines = [
-        run_line(results[HEADLINE_RUN]["run"]),
+        run_line(headline_run),
         "",
         "| measurement | result | target | met |",
         "|---|---|---|---|",
