@@ -731,6 +731,11 @@ class _RateDriver:
     put back at the end); an owner whose rate is a schedule or a callable gets a
     temporary variable in its place (so the train function is traced again), and
     the original object back. Every access goes through :mod:`lrtools._rates`.
+
+    The model's train function is put back only when a temporary variable was
+    traced into it. Otherwise the function the test traced reads the model's own
+    variables, so the model keeps it: a later ``fit`` or range test does not trace
+    again (before, a fresh model lost it and every range test paid a new trace).
     """
 
     def __init__(self, model: keras.Model):
@@ -769,7 +774,8 @@ class _RateDriver:
             restore_rate(owner, original)
             if value is not None:
                 original.assign(value)  # the rate variable's own value, even with restore=False
-        self.model.train_function = self.train_function
+        if any(value is None for value in self.values):  # traced with a temporary variable
+            self.model.train_function = self.train_function
 
 
 class _Sweep:

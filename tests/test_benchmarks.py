@@ -21,7 +21,7 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from benchmarks import common, overhead, range_vs_search, report, suggestions
+from benchmarks import common, overhead, range_test_overhead, range_vs_search, report, suggestions
 from benchmarks.registry import MEASUREMENTS, PARTS
 from lrtools.data import load_digits
 
@@ -124,7 +124,8 @@ def test_quick_run_writes_every_measurement_table_and_figure(quick_run):
         for table in module.TABLES:
             assert len(pd.read_csv(out / table)) > 0, table
         assert (out / module.FIGURE).read_bytes()[:8] == PNG_SIGNATURE, name
-    assert len(results["overhead"]["targets"]) == 2
+    assert len(results["overhead"]["targets"]) == 3
+    assert len(results["range_test_overhead"]["targets"]) == 2
     assert len(results["range_vs_search"]["targets"]) == 2
 
 
@@ -135,6 +136,18 @@ def test_quick_run_covers_every_schedule_and_callback(quick_run):
     assert summary["variant"].tolist() == [v.name for v in overhead.overhead_variants()]
     runs = pd.read_csv(out / "overhead_runs.csv")
     assert (runs["steps"] == overhead.QUICK.steps).all()
+    floors = pd.read_csv(out / "overhead_floors.csv")
+    assert list(zip(floors["variant"], floors["floor"], floors["floor_kind"])) == (
+        overhead.floor_pairs()
+    )
+    costs = pd.read_csv(out / "range_test_overhead.csv")
+    assert sorted(set(zip(costs["task"], costs["state"]))) == [
+        ("fit", "cold"),
+        ("fit", "warm"),
+        ("range test", "after fit"),
+        ("range test", "cold"),
+        ("range test", "warm"),
+    ]
     # The range test ran its steps, and the searches counted trials x epochs x steps per epoch.
     finals = pd.read_csv(out / "final_runs.csv")
     steps = finals.groupby("method")["steps_spent"].first()
@@ -178,6 +191,75 @@ def test_committed_overhead_table_is_the_median_of_its_runs():
     tables = report.load_tables(COMMITTED, "overhead")
     computed = overhead.per_variant(tables["overhead_runs.csv"])
     pd.testing.assert_frame_equal(tables["overhead.csv"], computed, check_exact=False, rtol=1e-12)
+
+
+def test_committed_floor_table_is_the_same_round_ratios_of_its_runs():
+    tables = report.load_tables(COMMITTED, "overhead")
+    computed = overhead.floors(tables["overhead_runs.csv"])
+    stored = tables["overhead_floors.csv"]
+    pd.testing.assert_frame_equal(stored, computed, check_exact=False, rtol=1e-12)
+
+
+def test_every_schedule_has_a_keras_floor_and_every_batch_callback_the_empty_one():
+    variants = {variant.name: variant for variant in overhead.overhead_variants()}
+    pairs = overhead.floor_pairs()
+    scheduled = [v.name for v in overhead.scheduled_variants()]
+    keras_floors = {name: floor for name, floor, kind in pairs if kind == "Keras built-in"}
+    assert sorted(keras_floors) == sorted(scheduled)
+    for name, floor in keras_floors.items():
+        assert variants[floor].kind in (overhead.KERAS_SCHEDULE, overhead.BASELINE), name
+    on_empty = [name for name, floor, _ in pairs if floor == overhead.EMPTY_CALLBACK_NAME]
+    targeted = [v.name for v in variants.values() if v.kind == overhead.BATCH_CALLBACK]
+    assert on_empty == targeted and len(targeted) == 3
+    empty = type(variants[overhead.EMPTY_CALLBACK_NAME].make_callbacks()[0])
+    assert [name for name in vars(empty) if name.startswith("on_")] == ["on_train_batch_begin"]
+
+
+def test_keras_floor_of_an_exact_match_gives_the_same_rates():
+    # StepDecay and MultiStepDecay are compared with the Keras schedule of the same formula.
+    by_name = {v.name: v.learning_rate for v in overhead.overhead_variants()}
+    steps = np.arange(0, overhead.TOTAL_STEPS, 7)
+    for name in ("StepDecay", "MultiStepDecay", "ExponentialDecay", "CosineDecay"):
+        ours = np.asarray(by_name[name](steps))
+        theirs = np.array([float(by_name[overhead.KERAS_MATCH[name]](int(s))) for s in steps])
+        np.testing.assert_allclose(ours, theirs, rtol=1e-5, atol=1e-9, err_msg=name)
+
+
+def test_floors_divide_within_each_round(monkeypatch):
+    runs = pd.DataFrame(
+        [
+            # Round 1 is slow for everyone: the same-round ratio is unaffected.
+            {"variant": variant, "round": number, "step_ms": ms * (3 if number else 1)}
+            for number in (0, 1)
+            for variant, ms in (("constant rate", 1.0), ("Keras CosineDecay", 2.0))
+        ]
+        + [
+            {"variant": "CosineDecay", "round": 0, "step_ms": 2.2},
+            {"variant": "CosineDecay", "round": 1, "step_ms": 6.6},
+        ]
+    )
+    pairs = [("CosineDecay", "Keras CosineDecay", "Keras built-in")]
+    monkeypatch.setattr(overhead, "floor_pairs", lambda: pairs)
+    row = overhead.floors(runs).iloc[0]
+    assert row["median_ratio"] == pytest.approx(1.1)
+    assert row["ratio_q1"] == pytest.approx(1.1) and row["ratio_q3"] == pytest.approx(1.1)
+
+
+def test_range_test_ratios_pair_each_round_and_compare_after_fit_with_warm_fit():
+    rows = []
+    for number, slow in ((0, 1.0), (1, 2.0)):
+        for task, state, seconds in (
+            ("fit", "cold", 2.0),
+            ("fit", "warm", 0.5),
+            ("range test", "cold", 1.0),
+            ("range test", "warm", 0.55),
+            ("range test", "after fit", 1.5),
+        ):
+            rows.append({"round": number, "task": task, "state": state, "seconds": seconds * slow})
+    per_round = range_test_overhead.ratios(pd.DataFrame(rows))
+    assert per_round["cold"].tolist() == pytest.approx([0.5, 0.5])
+    assert per_round["warm"].tolist() == pytest.approx([1.1, 1.1])
+    assert per_round["after fit"].tolist() == pytest.approx([3.0, 3.0])
 
 
 def test_readme_table_is_the_rendering_of_the_committed_results():

@@ -206,6 +206,34 @@ def test_unbuilt_model_is_built_and_left_untrained():
         assert not np.any(slot.numpy())
 
 
+def test_a_fresh_model_keeps_the_step_the_test_traced_when_its_rate_is_a_variable():
+    # Before, the test put back the fresh model's train_function (None): every later
+    # range test or fit traced the step again (the warm range test's extra trace).
+    x, y = regression_data()
+    model = small_net(adam_float())
+    lr_range_test(model, x, y, num_steps=20, **QUIET)
+    traced = model.train_function
+    assert traced is not None
+    lr_range_test(model, x, y, num_steps=20, **QUIET)
+    assert model.train_function is traced  # the second test did not trace again
+    assert int(model.optimizer.iterations.numpy()) == 0
+    model.fit(x, y, batch_size=32, epochs=1, verbose=0)  # the kept step trains the model
+    assert int(model.optimizer.iterations.numpy()) == math.ceil(len(x) / 32)
+
+
+@pytest.mark.parametrize("make_optimizer", [sgd_keras_schedule, adam_lrtools_schedule])
+def test_a_step_traced_with_the_temporary_rate_variable_is_dropped(make_optimizer):
+    x, y = regression_data()
+    model = small_net(make_optimizer())
+    lr_range_test(model, x, y, num_steps=20, **QUIET)
+    assert model.train_function is None  # the next fit traces the step with the schedule
+    schedule = model.optimizer._learning_rate
+    model.fit(x, y, batch_size=32, epochs=1, verbose=0)
+    steps = int(model.optimizer.iterations.numpy())
+    expected = float(keras.ops.convert_to_numpy(schedule(steps)))
+    assert float(keras.ops.convert_to_numpy(model.optimizer.learning_rate)) == expected
+
+
 def test_restores_after_an_error_inside_the_test(monkeypatch):
     x, y = regression_data()
     model = small_net(sgd_keras_schedule())
