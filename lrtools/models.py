@@ -28,7 +28,7 @@ from typing import Any
 
 import keras
 
-from lrtools._checks import check_choice, check_count, check_fraction
+from lrtools._checks import check_choice, check_count, check_flag, check_fraction
 
 __all__ = [
     "PositionEmbedding",
@@ -89,38 +89,60 @@ def digits_cnn(input_shape: Sequence[int] = (8, 8, 1), num_classes: int = 10) ->
 
 
 def digits_mlp(
-    input_shape: Sequence[int] = (64,), num_classes: int = 10, hidden_units: int = 64
+    input_shape: Sequence[int] = (64,),
+    num_classes: int = 10,
+    hidden_units: int = 64,
+    batch_norm: bool = False,
 ) -> keras.Model:
     """The book's small dense network: flatten, one ReLU hidden layer, softmax.
+
+    With ``batch_norm=True`` the hidden layer is ``relu(BN(x W))``: batch
+    normalisation (Ioffe & Szegedy, 2015) between the dense layer, which then
+    has no bias (BN's shift replaces it), and the ReLU. BN keeps its running
+    statistics with a momentum of 0.9, as in :func:`small_resnet`.
 
     Args:
         input_shape: shape of one input; images are flattened first.
         num_classes: number of output classes.
         hidden_units: width of the hidden layer.
+        batch_norm: normalise the hidden layer's pre-activations over each batch.
 
     Returns:
         An uncompiled ``keras.Model`` whose output is class probabilities.
 
     Raises:
         ValueError: if ``num_classes < 2`` or ``hidden_units < 1``.
-        TypeError: if a size is not a whole number (a string, a flag, ``None``).
+        TypeError: if a size is not a whole number (a string, a flag, ``None``) or
+            ``batch_norm`` is not a ``bool``.
 
     Example:
 
     >>> digits_mlp((64,), 10).count_params()
     4810
+    >>> digits_mlp((64,), 10, batch_norm=True).count_params()  # 4 BN values per unit, no bias
+    5002
     """
     input_shape = _shape(input_shape)
     num_classes = _check_classes(num_classes)
     hidden_units = check_count("hidden_units", hidden_units)
+    batch_norm = check_flag("batch_norm", batch_norm)
+    layers = keras.layers
+    if batch_norm:
+        hidden = [
+            layers.Dense(hidden_units, use_bias=False),
+            _batch_norm(),
+            layers.Activation("relu"),
+        ]
+    else:
+        hidden = [layers.Dense(hidden_units, activation="relu")]
     return keras.Sequential(
         [
             keras.Input(shape=input_shape),
-            keras.layers.Flatten(),
-            keras.layers.Dense(hidden_units, activation="relu"),
-            keras.layers.Dense(num_classes, activation="softmax"),
+            layers.Flatten(),
+            *hidden,
+            layers.Dense(num_classes, activation="softmax"),
         ],
-        name="digits_mlp",
+        name="digits_mlp_bn" if batch_norm else "digits_mlp",
     )
 
 

@@ -38,6 +38,34 @@ def test_digits_mlp_has_one_hidden_layer(hidden_units):
     assert model.count_params() == 64 * hidden_units + hidden_units + hidden_units * 10 + 10
 
 
+def test_digits_mlp_with_batch_norm_normalises_the_hidden_layer():
+    model = models.digits_mlp((8, 8, 1), 10, hidden_units=16, batch_norm=True)
+    norms = [layer for layer in model.layers if isinstance(layer, keras.layers.BatchNormalization)]
+    assert len(norms) == 1
+    dense = [layer for layer in model.layers if isinstance(layer, keras.layers.Dense)]
+    assert not dense[0].use_bias  # BN's shift replaces the bias
+    # Dense without bias, then BN's gamma, beta, moving mean and variance per unit, then softmax.
+    assert model.count_params() == 64 * 16 + 4 * 16 + 16 * 10 + 10
+    # In training mode the hidden layer's pre-activations have mean 0 over the batch.
+    inputs = np.random.default_rng(0).uniform(size=(32, 8, 8, 1)).astype("float32")
+    hidden = keras.Model(model.inputs, norms[0].output)
+    outputs = keras.ops.convert_to_numpy(hidden(inputs, training=True))
+    np.testing.assert_allclose(outputs.mean(axis=0), 0.0, atol=1e-4)
+    probabilities = keras.ops.convert_to_numpy(model(inputs))
+    np.testing.assert_allclose(probabilities.sum(axis=1), 1.0, rtol=1e-5)
+
+
+def test_digits_mlp_without_batch_norm_by_default():
+    model = models.digits_mlp((64,), 10)
+    assert not any(isinstance(layer, keras.layers.BatchNormalization) for layer in model.layers)
+
+
+@pytest.mark.parametrize("flag", [1, "True", None])
+def test_digits_mlp_refuses_a_batch_norm_that_is_not_a_bool(flag):
+    with pytest.raises(TypeError, match="batch_norm"):
+        models.digits_mlp((64,), 10, batch_norm=flag)
+
+
 @pytest.mark.parametrize(
     ("kwargs", "message"),
     [({"num_classes": 1}, "num_classes"), ({"hidden_units": 0}, "hidden_units")],
