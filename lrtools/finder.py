@@ -414,18 +414,58 @@ def _check_model(model: Any) -> None:
             "The model is not compiled: call model.compile(optimizer=..., loss=...) before "
             "the range test, with the optimizer you will train with."
         )
+
+
+def _multi_worker(model: keras.Model) -> Any:
+    """The model's ``MultiWorkerMirroredStrategy``, or None."""
     strategy = getattr(model, "distribute_strategy", None)
-    if type(strategy).__name__ in _MULTI_WORKER_STRATEGIES:
-        raise ValueError(
-            "The range test cannot run under MultiWorkerMirroredStrategy: Keras 3 cannot "
-            "train_on_batch (nor fit) across workers (keras-team/keras#20585). Run the test "
-            "in one process (on the chief, outside the strategy's scope, or under "
-            "MirroredStrategy on one machine) and give every worker the rate it suggests."
-        )
+    return strategy if type(strategy).__name__ in _MULTI_WORKER_STRATEGIES else None
 
 
 # tf.distribute.MultiWorkerMirroredStrategy's class is CollectiveAllReduceStrategy.
 _MULTI_WORKER_STRATEGIES = ("CollectiveAllReduceStrategy", "MultiWorkerMirroredStrategy")
+
+
+class _MultiWorkerStep:
+    """One training step under ``MultiWorkerMirroredStrategy``, where Keras 3 cannot
+    ``train_on_batch`` (keras-team/keras#20585): the step ``train_on_batch`` would run.
+
+    Every worker passes the same batch, so every replica computes the gradient of the
+    whole batch. Keras scales each replica's loss by ``1 / replicas`` and the optimizer
+    sums the replicas' gradients, so the update is the one a single process makes, and
+    the summed scaled losses are the batch's loss. Traced on first use, after the rate
+    driver has put its variables in place.
+    """
+
+    def __init__(self, model: keras.Model, strategy: Any):
+        self.model, self.strategy, self.function = model, strategy, None
+
+    def _trace(self) -> Any:
+        import tensorflow as tf
+
+        model, strategy = self.model, self.strategy
+
+        def replica_step(x: Any, y: Any, sample_weight: Any) -> Any:
+            with tf.GradientTape() as tape:
+                y_pred = model(x, training=True)
+                loss = model.compute_loss(
+                    x=x, y=y, y_pred=y_pred, sample_weight=sample_weight, training=True
+                )
+                scaled = model.optimizer.scale_loss(loss)
+            weights = model.trainable_weights
+            model.optimizer.apply_gradients(zip(tape.gradient(scaled, weights), weights))
+            return loss
+
+        def step(x: Any, y: Any, sample_weight: Any) -> Any:
+            losses = strategy.run(replica_step, args=(x, y, sample_weight))
+            return strategy.reduce("SUM", losses, axis=None)
+
+        return tf.function(step)
+
+    def __call__(self, x: Any, y: Any, sample_weight: Any) -> float:
+        if self.function is None:
+            self.function = self._trace()
+        return float(self.function(x, y, sample_weight))
 
 
 def _check_sweep(start_lr: Any, end_lr: Any, mode: Any) -> tuple[float, float, str]:
@@ -803,6 +843,8 @@ class _Sweep:
         self.measure, self.every = measurement
         self.smoothing, self.diverge_factor, self.progbar = smoothing, diverge_factor, progbar
         self.accumulation = _accumulation(model.optimizer)
+        strategy = _multi_worker(model)
+        self.multi_worker_step = None if strategy is None else _MultiWorkerStep(model, strategy)
         self.repeat_losses: list[list[float]] = []
         self.diverged = False
         self.steps_done = 0
@@ -823,8 +865,11 @@ class _Sweep:
             before = int(keras.ops.convert_to_numpy(optimizer.iterations))
         for _ in range(self.accumulation):
             x, y, sample_weight = next(batches)
-            logs = self.model.train_on_batch(x, y, sample_weight, return_dict=True)
-            losses.append(float(logs["loss"]))
+            if self.multi_worker_step is not None:
+                losses.append(self.multi_worker_step(x, y, sample_weight))
+            else:
+                logs = self.model.train_on_batch(x, y, sample_weight, return_dict=True)
+                losses.append(float(logs["loss"]))
             # A property: with accumulation a new value each read, the applied updates so far.
             if (
                 self.accumulation == 1
@@ -939,6 +984,11 @@ def lr_range_test(
     (``model.train_on_batch``), so every optimizer setting (momentum, clipping,
     weight decay, loss scaling) is part of the test. See the module docstring
     for how the swept rate is shared among the groups of a ``MultiOptimizer``.
+    Under ``tf.distribute.MultiWorkerMirroredStrategy``, where Keras 3 cannot
+    ``train_on_batch`` (keras-team/keras#20585), the test runs the same step
+    through the strategy instead: call it on every worker with the same data and
+    the same seed (each worker trains on the whole batch), and every worker gets
+    the curve one process would. ``validation_data`` is refused there.
     With gradient accumulation (``gradient_accumulation_steps=n`` on the
     optimizer) a step is one *applied* update: the rate changes once per ``n``
     batches and the loss recorded is the mean over those ``n`` batches.
@@ -992,9 +1042,8 @@ def lr_range_test(
         TypeError: if ``model`` is not a Keras model, ``x`` is not a data
             source ``model.fit`` takes (a list of numbers, a file name), or an
             argument has the wrong type.
-        ValueError: for an uncompiled model, a model under
-            ``MultiWorkerMirroredStrategy`` (which Keras 3 cannot train step by
-            step), ``start_lr >= end_lr``,
+        ValueError: for an uncompiled model, ``validation_data`` under
+            ``MultiWorkerMirroredStrategy``, ``start_lr >= end_lr``,
             non-positive rates, ``num_steps < 2``, an unknown mode, bad
             ``smoothing``, ``diverge_factor``, ``batch_size``,
             ``max_samples``, ``repeats``, ``val_every`` or ``verbose``, ``x``
@@ -1010,6 +1059,12 @@ def lr_range_test(
     True
     """
     _check_model(model)
+    if validation_data is not None and _multi_worker(model) is not None:
+        raise ValueError(
+            "validation_data cannot be used under MultiWorkerMirroredStrategy: Keras 3 cannot "
+            "evaluate across workers (keras-team/keras#20585). Leave it out (the test then "
+            "records the training loss), or run the test in one process."
+        )
     start_lr, end_lr, mode = _check_sweep(start_lr, end_lr, mode)
     num_steps = check_count("num_steps", num_steps, 2)
     batch_size = check_count("batch_size", batch_size, 1)

@@ -98,6 +98,7 @@ def run_all(make_data) -> dict:
     out["one_cycle"] = fit(model, [one_cycle], make_data())
     out["one_cycle"]["momenta"] = [float(m) for m in one_cycle.momenta]
 
+    out["range_test_fresh"] = range_test(build_model(0.01, momentum=0.9))
     model = build_model(0.01, momentum=0.9)
     x, y = tiny_problem()
     model.fit(x, y, batch_size=GLOBAL_BATCH, epochs=1, verbose=0)  # a warm model
@@ -160,6 +161,32 @@ def custom_loop(model: keras.Model, extra: list, strategy, data) -> dict:
     return {"steps": probe.steps, "rates": probe.rates, "loss": epoch_losses, "weights": weights}
 
 
+def range_test(model: keras.Model, **options) -> dict:
+    """Run the range test on ``model`` (seeded) and say whether every variable came back."""
+    x, y = tiny_problem()
+    if not model.optimizer.built:  # its slots exist before, to compare
+        model.optimizer.build(model.trainable_variables)
+    before = checksum(model)
+    keras.utils.set_random_seed(1)  # the batches' order: the same on every worker
+    result = finder.lr_range_test(
+        model,
+        x,
+        y,
+        batch_size=GLOBAL_BATCH,
+        num_steps=20,
+        start_lr=1e-4,
+        end_lr=1.0,
+        verbose=0,
+        **options,
+    )
+    return {
+        "lrs": result.lrs.tolist(),
+        "losses": result.losses.tolist(),
+        "restored": checksum(model) == before,
+        "rate_after": float(keras.ops.convert_to_numpy(model.optimizer.learning_rate)),
+    }
+
+
 def run_multiworker(strategy, make_data) -> dict:
     out = {}
     with strategy.scope():
@@ -176,11 +203,13 @@ def run_multiworker(strategy, make_data) -> dict:
     out["one_cycle"]["momenta"] = [float(m) for m in one_cycle.momenta]
     with strategy.scope():
         model = build_model(0.01, momentum=0.9)
-        x, y = tiny_problem()
-        try:
-            finder.lr_range_test(model, x, y, batch_size=GLOBAL_BATCH, num_steps=20, verbose=0)
-        except Exception as error:  # the test checks which error, and its message
-            out["range_test_error"] = f"{type(error).__name__}: {error}"
+        model.optimizer.build(model.trainable_variables)
+    out["range_test_fresh"] = range_test(model)
+    x, y = tiny_problem()
+    try:
+        range_test(model, validation_data=(x, y))
+    except ValueError as error:  # the test checks the message
+        out["range_test_error"] = f"{type(error).__name__}: {error}"
     return out
 
 

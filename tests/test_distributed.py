@@ -9,8 +9,8 @@ run of the same script is the reference.
 Keras 3 cannot ``fit`` (nor ``train_on_batch``) under
 ``MultiWorkerMirroredStrategy`` (keras-team/keras#20585, open): the workers train
 with a custom loop that drives lrtools's callbacks through a ``CallbackList``, as
-Keras's guide to custom training loops does, and the range test refuses that
-strategy with a message that says to run it in one process.
+Keras's guide to custom training loops does, and the range test runs its own step
+through the strategy (the curve of one process on every worker; validation data refused).
 """
 
 from __future__ import annotations
@@ -103,12 +103,20 @@ def test_multiworker_mirrored_strategy_gives_every_worker_the_same_rates(tmp_pat
         # Replicas stay in sync: the same losses and the same weights on both workers.
         assert first[name]["loss"] == second[name]["loss"], name
         assert first[name]["weights"] == second[name]["weights"], name
-    # Keras 3 cannot run train_on_batch under this strategy (keras-team/keras#20585):
-    # the range test refuses at once, saying what to do, instead of failing inside Keras.
+    # Keras 3 cannot run train_on_batch under this strategy (keras-team/keras#20585); the
+    # range test runs its own step through the strategy: the one-process curve on both
+    # workers, and every variable back. Validation (evaluate) is refused, saying why.
     for worker in (first, second):
+        test = worker["range_test_fresh"]
+        assert test["restored"] and test["rate_after"] == pytest.approx(0.01)
+        np.testing.assert_allclose(test["lrs"], reference["range_test_fresh"]["lrs"], rtol=1e-6)
+        np.testing.assert_allclose(
+            test["losses"], reference["range_test_fresh"]["losses"], rtol=1e-4
+        )
         error = worker.get("range_test_error", "")
         assert error.startswith("ValueError") and "MultiWorkerMirroredStrategy" in error, error
-        assert "one process" in error, error
+        assert "validation_data" in error, error
+    assert first["range_test_fresh"]["losses"] == second["range_test_fresh"]["losses"]
 
 
 def test_jax_data_parallel_matches_one_device(tmp_path: Path) -> None:
