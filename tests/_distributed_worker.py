@@ -102,23 +102,7 @@ def run_all(make_data) -> dict:
     model = build_model(0.01, momentum=0.9)
     x, y = tiny_problem()
     model.fit(x, y, batch_size=GLOBAL_BATCH, epochs=1, verbose=0)  # a warm model
-    before = checksum(model)
-    result = finder.lr_range_test(
-        model,
-        x,
-        y,
-        batch_size=GLOBAL_BATCH,
-        num_steps=20,
-        start_lr=1e-4,
-        end_lr=1.0,
-        verbose=0,
-    )
-    out["range_test"] = {
-        "lrs": result.lrs.tolist(),
-        "losses": result.losses.tolist(),
-        "restored": checksum(model) == before,
-        "rate_after": float(keras.ops.convert_to_numpy(model.optimizer.learning_rate)),
-    }
+    out["range_test"] = range_test(model)
     return out
 
 

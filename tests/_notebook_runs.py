@@ -14,7 +14,7 @@ from __future__ import annotations
 
 import copy
 import shutil
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 
 import nbformat
@@ -34,7 +34,6 @@ class _Run:
     passed: int = 0
     failed: int = 0
     seconds: float = 0.0
-    counts: list[int] = field(default_factory=list)
 
     @property
     def complete(self) -> bool:
