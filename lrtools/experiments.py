@@ -33,6 +33,8 @@ Example:
 from __future__ import annotations
 
 import importlib
+import math
+import random
 import time
 import warnings
 from collections.abc import Callable, Iterable, Mapping, Sequence
@@ -40,6 +42,8 @@ from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
 import keras
+import numpy as np
+from keras import ops
 
 # Imported for its side effect too: it registers PositionEmbedding with Keras under the
 # name it had here ("lrtools>PositionEmbedding"), so that a script that imports only
@@ -47,7 +51,9 @@ import keras
 from lrtools import models as _models
 from lrtools._checks import check_count, check_flag, check_rate
 from lrtools._extras import require
-from lrtools._rates import current_rate, rate_owners
+from lrtools._rates import current_rate, rate_object, rate_owners, replace_rate
+from lrtools._scheduler import _is_pure_schedule
+from lrtools._step_rate import RateTable
 from lrtools.comparison import PairedDifference, paired_difference
 
 if TYPE_CHECKING:
@@ -379,6 +385,7 @@ def run_experiment(
     evaluate_test: bool = False,
     steps_per_execution: int = 1,
     keep_models: bool = False,
+    reuse_network: bool = False,
     verbose: int = 1,
 ) -> ExperimentResult:
     """Train one model design under several setups and seeds, and tabulate the runs.
@@ -413,6 +420,16 @@ def run_experiment(
         keep_models: keep every trained model in ``ExperimentResult.models``
             (for measurements on the trained weights; memory grows with the
             number of runs).
+        reuse_network: build and compile one network per seed and train every setup
+            on it, put back to its starting state in between (weights, optimizer state,
+            random states), instead of a new network per run. On a CPU a sweep of small
+            networks runs about twice as fast, since building and tracing cost about as
+            much as a few epochs. For setups that differ in nothing but the rate, without
+            callbacks and without ``keep_models``: fixed rates (what :func:`rate_sweep`
+            makes) give exactly the runs of fresh networks; schedules of the step alone
+            (lrtools's pure schedules, Keras's own) are shared on TensorFlow through a
+            table of their rates, equal to fresh runs up to float32 rounding of the rate
+            (what training then makes of it), and train fresh networks on other back-ends.
         verbose: ``1`` prints one line per run, ``0`` prints nothing.
 
     Returns:
@@ -421,7 +438,8 @@ def run_experiment(
     Raises:
         ValueError: if ``configs`` or ``seeds`` is empty, ``epochs``,
             ``batch_size`` or ``steps_per_execution`` is below 1 (or not whole),
-            or a seed is negative.
+            or a seed is negative; with ``reuse_network``, if the setups differ in
+            more than a fixed rate, have callbacks, or ``keep_models`` is set.
         TypeError: if a setup is neither an optimizer, a factory nor a ``Config``,
             a count is not a number, or ``evaluate_test`` or ``keep_models`` is
             not a ``bool``.
@@ -452,14 +470,27 @@ def run_experiment(
     )
     evaluate_test = check_flag("evaluate_test", evaluate_test)
     keep_models = check_flag("keep_models", keep_models)
+    rates = _shared_rates(setups, keep_models) if check_flag("reuse_network", reuse_network) else {}
+    tabulate = any(not isinstance(rate, float) for rate in rates.values())
+    if tabulate and keras.backend.backend() != "tensorflow":
+        rates = {}  # a table would be baked into JAX's trace: fresh networks, the same runs
+    steps = training.epochs * math.ceil(len(data.y_train) / training.batch_size)
 
     epoch_rows: list[dict[str, Any]] = []
     run_rows: list[dict[str, Any]] = []
     histories: dict[tuple[str, int], dict[str, list[float]]] = {}
     models: dict[tuple[str, int], keras.Model] = {}
     for seed in seeds:
+        shared = None
         for name, setup in setups.items():
-            model, history, recorder = training.fit(build_model, setup, data, seed)
+            if rates:
+                shared = shared or _SharedNetwork(
+                    training, build_model, setup, data, seed, steps if tabulate else None
+                )
+                model = shared.reset(rates[name])
+                history, recorder = training.train(model, setup, data, [shared.same_batches])
+            else:
+                model, history, recorder = training.fit(build_model, setup, data, seed)
             histories[(name, seed)] = history
             if keep_models:
                 models[(name, seed)] = model
@@ -510,12 +541,27 @@ class _Training:
         """Seed Keras, build and compile a fresh model, train it; return it, its logs, its rates."""
         keras.utils.set_random_seed(seed)
         model = build_model(data.input_shape, data.num_classes)
+        self.compile(model, setup.make_optimizer())
+        return (model, *self.train(model, setup, data))
+
+    def compile(self, model: keras.Model, optimizer: keras.optimizers.Optimizer) -> None:
+        """Compile ``model`` with ``optimizer`` and this experiment's loss, metrics and steps."""
         model.compile(
-            optimizer=setup.make_optimizer(),
+            optimizer=optimizer,
             loss=self.loss,
             metrics=list(self.metrics),
             steps_per_execution=self.steps_per_execution,
         )
+
+    def train(
+        self,
+        model: keras.Model,
+        setup: Config,
+        data: Any,
+        first: Sequence[keras.callbacks.Callback] = (),
+    ) -> tuple[dict[str, list[float]], _EpochRecorder]:
+        """Train a compiled ``model`` with the setup's callbacks, after ``first``; return its
+        logs and rates."""
         recorder = _EpochRecorder()
         history = model.fit(
             data.x_train,
@@ -523,11 +569,11 @@ class _Training:
             batch_size=self.batch_size,
             epochs=self.epochs,
             validation_data=(data.x_val, data.y_val),
-            callbacks=[recorder, *setup.make_callbacks()],
+            callbacks=[*first, recorder, *setup.make_callbacks()],
             verbose=0,
         )
         logs = {key: [float(v) for v in values] for key, values in history.history.items()}
-        return model, logs, recorder
+        return logs, recorder
 
     def evaluate(self, model: keras.Model, data: Any) -> dict[str, float]:
         """Score ``model`` on the test split: ``{"test_loss": ..., "test_<metric>": ...}``."""
@@ -535,6 +581,130 @@ class _Training:
             data.x_test, data.y_test, batch_size=self.batch_size, verbose=0, return_dict=True
         )
         return {f"test_{key}": float(value) for key, value in scores.items()}
+
+
+class _SameRandomStart(keras.callbacks.Callback):
+    """Give every run the random state the first run had when its training began.
+
+    Python's and NumPy's generators order the batches on some back-ends (JAX shuffles with
+    NumPy). A network's first ``fit`` draws from them before training begins (Keras builds
+    the model's metrics on a first batch), later fits do not; so the state is recorded
+    where training begins, not where the network was built.
+    """
+
+    def __init__(self) -> None:
+        super().__init__()
+        self._states: tuple[Any, Any] | None = None
+
+    def on_train_begin(self, logs: dict | None = None) -> None:
+        if self._states is None:
+            self._states = (random.getstate(), np.random.get_state())  # noqa: NPY002 (Keras seeds it)
+        else:
+            random.setstate(self._states[0])
+            np.random.set_state(self._states[1])  # noqa: NPY002 (Keras seeds it)
+
+
+class _SharedNetwork:
+    """One seed's network, built and compiled once, put back to its starting state for each setup.
+
+    Building a small network, compiling it and tracing its train and test steps costs about
+    as much on a CPU as several epochs of training. A sweep over rates pays it once per seed
+    this way. Every run starts where a fresh one would: the model's variables (weights,
+    normalisation statistics, dropout seed states) and the optimizer's variables go back to
+    their values after building, and the random states that order the batches go back to
+    those of the first run (pass :attr:`same_batches` to ``fit``). Fixed rates are assigned
+    to the optimizer's rate variable. Schedules (``steps`` given) are evaluated for every
+    step of the run into a table the compiled step reads, on TensorFlow only: JAX would bake
+    the table into its trace. ``tests/test_experiments.py`` checks the runs match fresh ones:
+    exactly with fixed rates; with schedules to float32 rounding, since TensorFlow's graph
+    rewrites round a rate computed inside the step differently in the last bits.
+    """
+
+    def __init__(
+        self,
+        training: _Training,
+        build_model: ModelBuilder,
+        first: Config,
+        data: Any,
+        seed: int,
+        steps: int | None,
+    ) -> None:
+        keras.utils.set_random_seed(seed)
+        self.model = build_model(data.input_shape, data.num_classes)
+        optimizer = first.make_optimizer()
+        self._table = RateTable(steps + 1) if steps is not None else None
+        if self._table is not None:
+            replace_rate(optimizer, self._table)
+        training.compile(self.model, optimizer)
+        self.model.optimizer.build(self.model.trainable_variables)
+        self._seed = seed
+        self.same_batches = _SameRandomStart()
+        self._start = [variable.numpy() for variable in self._variables()]
+
+    def _variables(self) -> list[keras.Variable]:
+        return [*self.model.variables, *self.model.optimizer.variables]
+
+    def reset(self, rate: float | keras.optimizers.schedules.LearningRateSchedule) -> keras.Model:
+        """Put the network back to its starting state with ``rate``; return it."""
+        for variable, value in zip(self._variables(), self._start, strict=True):
+            variable.assign(value)
+        if self._table is None:
+            self.model.optimizer.learning_rate = rate
+        else:
+            steps = range(len(self._table.host))
+            values = [
+                float(ops.convert_to_numpy(rate(t))) if callable(rate) else rate for t in steps
+            ]
+            self._table.fill(0, np.asarray(values, "float32"))
+        keras.utils.set_random_seed(self._seed)
+        return self.model
+
+
+def _tabulated(rate: Any, steps: int) -> np.ndarray:
+    """``rate`` (a float, or a schedule called at each step) for steps ``0 .. steps - 1``."""
+    if not callable(rate):
+        return np.full(steps, rate, "float32")
+    return np.array([ops.convert_to_numpy(rate(step)) for step in range(steps)], "float32")
+
+
+def _shared_rates(setups: Mapping[str, Config], keep_models: bool) -> dict[str, Any]:
+    """Each setup's rate (a float or a schedule), if the setups may share one network.
+
+    They may when their optimizers differ in nothing but the learning rate, a fixed rate or
+    a schedule that depends on the step alone (an lrtools schedule whose ``is_pure`` is true,
+    or one of Keras's own), and no setup has callbacks, which could change what the traced
+    step does.
+
+    Raises:
+        ValueError: if they may not, or ``keep_models`` is set.
+    """
+    if keep_models:
+        raise ValueError("`reuse_network=True` trains one network per seed; drop `keep_models`.")
+    rates, configs = {}, []
+    for name, setup in setups.items():
+        optimizer = setup.make_optimizer()
+        rate = rate_object(optimizer)
+        if setup.callbacks is not None or not (
+            isinstance(rate, keras.Variable) or _is_pure_schedule(rate) or _is_keras_own(rate)
+        ):
+            raise ValueError(
+                "`reuse_network=True` needs setups without callbacks whose rate is a number or "
+                f"a schedule of the step alone; setup {name!r} has callbacks or another rate."
+            )
+        rates[name] = float(rate.numpy()) if isinstance(rate, keras.Variable) else rate
+        config = {**optimizer.get_config(), "name": None, "learning_rate": None}
+        configs.append((type(optimizer), config))
+    if any(other != configs[0] for other in configs[1:]):
+        raise ValueError(
+            "`reuse_network=True` needs setups that differ only in the learning rate (as "
+            "rate_sweep makes them); these differ in the optimizer or its other arguments."
+        )
+    return rates
+
+
+def _is_keras_own(rate: Any) -> bool:
+    """Whether ``rate`` is one of Keras's built-in schedules (each a function of the step)."""
+    return type(rate) in vars(keras.optimizers.schedules).values()
 
 
 def _logged(history: Mapping[str, list[float]]) -> dict[str, list[float]]:

@@ -55,6 +55,9 @@ JAX_RERUNS = [
         "(inside_fit or failed_fit or from_the_fit or get_current_learning_rate) and not jax",
         minimum=8,
     ),
+    # A sweep on one shared network gives the fresh networks' runs bit for bit (JAX shuffles
+    # the batches with NumPy, TensorFlow with its own seeds).
+    JaxRerun("test_experiments.py", "reuse_network", minimum=10),
 ]
 
 

@@ -200,6 +200,126 @@ def test_progress_prints_one_line_per_run_unless_silent(small_digits, capsys):
     assert capsys.readouterr().out == ""
 
 
+def _noisy_mlp(input_shape, num_classes):
+    """A network with every kind of state a reset must cover: weights, BatchNorm's moving
+    statistics and a Dropout layer's seed state."""
+    return keras.Sequential(
+        [
+            keras.Input(input_shape),
+            keras.layers.Dense(16, activation="relu"),
+            keras.layers.BatchNormalization(),
+            keras.layers.Dropout(0.3),
+            keras.layers.Dense(num_classes, activation="softmax"),
+        ]
+    )
+
+
+def _schedule_setups():
+    """Adam with a fixed rate, an lrtools warm-up schedule and a Keras schedule."""
+    return {
+        "fixed": keras.optimizers.Adam(3e-2, beta_2=0.99),
+        "warm-up": lambda: keras.optimizers.Adam(
+            schedules.Warmup(schedules.LinearDecay(0.1, 6), 4), beta_2=0.99
+        ),
+        "keras cosine": keras.optimizers.Adam(
+            keras.optimizers.schedules.CosineDecay(1e-2, 10, warmup_target=0.05, warmup_steps=3),
+            beta_2=0.99,
+        ),
+    }
+
+
+@pytest.mark.parametrize("steps_per_execution", [1, 3])
+def test_reuse_network_gives_exactly_the_runs_of_fresh_networks(small_digits, steps_per_execution):
+    setups = ex.rate_sweep(keras.optimizers.Adam, [3e-2, 1e-3, 1e-1], beta_2=0.99)
+    fresh, shared = _fresh_and_shared(small_digits, setups, steps_per_execution)
+    assert shared.histories == fresh.histories  # every epoch's metrics, bit for bit
+    untimed = [column for column in fresh.runs if column != "wall_time"]
+    pd.testing.assert_frame_equal(shared.runs[untimed], fresh.runs[untimed])
+    assert shared.frame["lr"].tolist() == fresh.frame["lr"].tolist()
+
+
+def test_reuse_network_follows_schedules_as_fresh_networks_do(small_digits):
+    fresh, shared = _fresh_and_shared(small_digits, _schedule_setups(), steps_per_execution=2)
+    # The rates are the schedules' own, to float32 rounding (TensorFlow's graph rewrites round
+    # a rate computed inside the step a few units differently in the last place) ...
+    np.testing.assert_allclose(shared.frame["lr"], fresh.frame["lr"], rtol=1e-6)
+    # ... and so are the runs, over these few steps.
+    for key, history in fresh.histories.items():
+        for metric, values in history.items():
+            np.testing.assert_allclose(shared.histories[key][metric], values, rtol=1e-5)
+
+
+def _fresh_and_shared(data, setups, steps_per_execution):
+    """The same experiment on fresh networks and on one shared network per seed."""
+    kwargs = dict(
+        epochs=2,
+        seeds=[0, 4],
+        batch_size=32,
+        evaluate_test=True,
+        verbose=0,
+        steps_per_execution=steps_per_execution,
+    )
+    fresh = ex.run_experiment(_noisy_mlp, setups, data, **kwargs)
+    shared = ex.run_experiment(_noisy_mlp, setups, data, reuse_network=True, **kwargs)
+    # The setups really differ: a reset that failed to set the rate would repeat one run.
+    assert len({tuple(history["loss"]) for history in shared.histories.values()}) == 6
+    return fresh, shared
+
+
+@pytest.mark.parametrize("schedules_too", [False, True])
+def test_reuse_network_compiles_one_network_per_seed(small_digits, schedules_too):
+    built = []
+
+    def counted_mlp(input_shape, num_classes):
+        built.append(None)
+        return tiny_mlp(input_shape, num_classes)
+
+    setups = ex.rate_sweep(keras.optimizers.SGD, [0.1, 0.01, 0.001])
+    if schedules_too:
+        setups["decay"] = keras.optimizers.SGD(schedules.LinearDecay(0.1, 5))
+    ex.run_experiment(
+        counted_mlp, setups, small_digits, epochs=1, seeds=[0, 1], reuse_network=True, verbose=0
+    )
+    # JAX would bake a table of scheduled rates into its trace: there, schedules train fresh
+    # networks (the same runs, checked above on both back-ends).
+    shared = not schedules_too or keras.backend.backend() == "tensorflow"
+    assert len(built) == (2 if shared else 2 * len(setups))
+
+
+@pytest.mark.parametrize(
+    ("configs", "kwargs", "message"),
+    [
+        (
+            {"a": keras.optimizers.SGD(0.1), "b": keras.optimizers.SGD(0.1, momentum=0.9)},
+            {},
+            "differ only in the learning rate",
+        ),
+        ({"a": keras.optimizers.SGD(0.1), "b": keras.optimizers.Adam(0.1)}, {}, "differ only"),
+        (
+            {"a": keras.optimizers.SGD(schedules.Scaled(schedules.Constant(0.1), 2.0))},
+            {},
+            "callbacks or another rate",
+        ),
+        (
+            {"a": lambda: keras.optimizers.SGD(lambda: 0.1)},
+            {},
+            "callbacks or another rate",
+        ),
+        (
+            {"a": ex.Config(keras.optimizers.SGD(0.1), callbacks=lambda: [])},
+            {},
+            "callbacks or another rate",
+        ),
+        ({"a": keras.optimizers.SGD(0.1)}, {"keep_models": True}, "keep_models"),
+    ],
+)
+def test_reuse_network_refuses_setups_it_cannot_reset(small_digits, configs, kwargs, message):
+    with pytest.raises(ValueError, match=message):
+        ex.run_experiment(
+            tiny_mlp, configs, small_digits, epochs=1, reuse_network=True, verbose=0, **kwargs
+        )
+
+
 @pytest.mark.parametrize(
     ("configs", "kwargs", "error", "message"),
     [
@@ -215,6 +335,7 @@ def test_progress_prints_one_line_per_run_unless_silent(small_digits, capsys):
         ({"sgd": keras.optimizers.SGD(0.1)}, {"seeds": ["0"]}, TypeError, r"seeds\[0\]"),
         ({"sgd": keras.optimizers.SGD(0.1)}, {"evaluate_test": "no"}, TypeError, "evaluate_test"),
         ({"sgd": keras.optimizers.SGD(0.1)}, {"keep_models": 1}, TypeError, "keep_models"),
+        ({"sgd": keras.optimizers.SGD(0.1)}, {"reuse_network": 1}, TypeError, "reuse_network"),
         (
             {"schedule": keras.optimizers.schedules.ExponentialDecay(0.1, 10, 0.5)},
             {},
