@@ -11,6 +11,9 @@
   rate is a schedule: it lowers a multiplier saved with the model.
 - :class:`LearningRateLogger` logs the rate, and the momentum or ``beta_1``, of
   any optimizer into ``History`` and TensorBoard, every epoch (or batch).
+- :class:`GradualUnfreezing` trains the groups of a per-layer optimizer
+  (``lrtools.optimizers.discriminative``) from the head down, one more each
+  epoch, as ULMFiT does, without recompiling.
 
 Every callback reads its position from ``optimizer.iterations`` (or the epoch
 number Keras passes), never from a counter of its own, so a run saved to
@@ -26,13 +29,13 @@ compiled train step computes the rate (and ``OneCycle``'s momentum) from the ste
 counter, with nothing done per batch in Python (``lrtools._step_rate``).
 
 Nothing a callback changes outlives the ``fit`` it served, even one that raised
-(Keras then never calls ``on_train_end``): ``LRScheduler`` and ``OneCycle`` patch
-the optimizer only while the compiled step runs, and the step they traced is
-dropped on every way out of ``fit`` (``lrtools._fit_guard``).
+(Keras then never calls ``on_train_end``): ``LRScheduler``, ``OneCycle`` and
+``GradualUnfreezing`` patch the optimizer only while the compiled step runs, and
+the step they traced is dropped on every way out of ``fit`` (``lrtools._fit_guard``).
 
 The code lives in small private modules, one idea each (``_scheduler``,
-``_step_rate``, ``_one_cycle``, ``_snapshots``, ``_plateau``, ``_rate_logger``);
-this module is where the public names are.
+``_step_rate``, ``_one_cycle``, ``_snapshots``, ``_plateau``, ``_rate_logger``,
+``_unfreezing``); this module is where the public names are.
 """
 
 from __future__ import annotations
@@ -42,6 +45,7 @@ from lrtools._plateau import ReduceLROnPlateau
 from lrtools._rate_logger import LearningRateLogger
 from lrtools._scheduler import LRScheduler, _is_pure_schedule, _StepTable
 from lrtools._snapshots import Snapshot, SnapshotEnsemble
+from lrtools._unfreezing import GradualUnfreezing
 
 __all__ = [
     "LRScheduler",
@@ -50,6 +54,7 @@ __all__ = [
     "SnapshotEnsemble",
     "ReduceLROnPlateau",
     "LearningRateLogger",
+    "GradualUnfreezing",
 ]
 
 # Private helpers the tests reach through this module.
