@@ -57,7 +57,6 @@ class _MomentumCycle:
         self._patched: list[keras.optimizers.Optimizer] = []
         self._optimizer: keras.optimizers.Optimizer | None = None
         self._steps: list[tuple[keras.optimizers.Optimizer, Callable]] = []
-        self._last_momentum: tuple[Any, Any, Any] = (None, None, None)
 
     @classmethod
     def check_backend(cls) -> None:
@@ -105,7 +104,6 @@ class _MomentumCycle:
         for owner in self._patched:
             vars(owner).pop("update_step", None)
         self._patched = []
-        self._last_momentum = (None, None, None)  # no traced tensor outlives the fit
 
     @contextlib.contextmanager
     def attached(self, optimizer: keras.optimizers.Optimizer) -> Iterator[None]:
@@ -116,28 +114,15 @@ class _MomentumCycle:
         finally:
             self.detach()
 
-    def _momentum(
-        self, step_owner: keras.optimizers.Optimizer, learning_rate: Any, dtype: Any
-    ) -> Any:
-        """The step's momentum, computed once per traced step rather than once per variable.
-
-        Keras passes one ``learning_rate`` tensor to the ``update_step`` of every variable of
-        one step, so that tensor marks the step: while it is the same, the momentum computed
-        for the first variable serves the others (the step counter is only incremented after
-        all of them). A new trace brings a new tensor, so nothing crosses traces.
-        """
-        marker, cached_dtype, momentum = self._last_momentum
-        if marker is not learning_rate or cached_dtype != dtype:
-            momentum = ops.cast(self.momentum_at(step_owner.iterations), dtype)
-            self._last_momentum = (learning_rate, dtype, momentum)
-        return momentum
+    def _momentum(self, step_owner: keras.optimizers.Optimizer, dtype: Any) -> Any:
+        return ops.cast(self.momentum_at(step_owner.iterations), dtype)
 
     def _sgd_update(self, owner, step_owner, original) -> Callable:
         # Keras's SGD update rule with the step's momentum: no more operations than Keras's.
         def update_step(gradient: Any, variable: Any, learning_rate: Any) -> None:
-            momentum = self._momentum(step_owner, learning_rate, variable.dtype)
             learning_rate = ops.cast(learning_rate, variable.dtype)
             gradient = ops.cast(gradient, variable.dtype)
+            momentum = self._momentum(step_owner, variable.dtype)
             velocity = owner.momentums[owner._get_variable_index(variable)]
             step = ops.multiply(gradient, learning_rate)
             owner.assign(velocity, ops.subtract(ops.multiply(velocity, momentum), step))
@@ -151,7 +136,7 @@ class _MomentumCycle:
     def _beta_1_update(self, owner, step_owner, original) -> Callable:
         def update_step(gradient: Any, variable: Any, learning_rate: Any) -> None:
             base = owner.beta_1
-            owner.beta_1 = self._momentum(step_owner, learning_rate, variable.dtype)
+            owner.beta_1 = self._momentum(step_owner, variable.dtype)
             try:
                 original(gradient, variable, learning_rate)
             finally:

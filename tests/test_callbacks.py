@@ -438,37 +438,6 @@ def test_one_cycle_momentum_changes_the_updates_inside_fit(optimizer, simulate):
     assert all("update_step" not in vars(owner) for owner in rate_owners(model.optimizer))
 
 
-@pytest.mark.parametrize(
-    "optimizer",
-    [lambda: keras.optimizers.SGD(0.1, momentum=0.9), lambda: keras.optimizers.Adam(0.1)],
-    ids=["sgd", "adam"],
-)
-def test_one_cycle_computes_the_momentum_once_per_step_not_per_variable(optimizer):
-    model = build_model(optimizer())
-    one_cycle = callbacks.OneCycle(0.05, total_steps=ONE_CYCLE_STEPS)
-    calls = []
-    momentum_at = one_cycle._cycle.momentum_at
-
-    def counted(step):
-        calls.append(step)
-        return momentum_at(step)
-
-    one_cycle._cycle.momentum_at = counted
-    fit(model, epochs=1, callbacks_=[one_cycle])
-    # Every variable's update reads it, but the traced step computes it once (per trace).
-    assert len(model.trainable_variables) >= 4
-    assert 1 <= len(calls) <= 2, f"momentum computed {len(calls)} times"
-    np.testing.assert_allclose(
-        one_cycle.momenta,
-        keras.ops.convert_to_numpy(
-            schedules.OneCycle(0.05, total_steps=ONE_CYCLE_STEPS).momentum(
-                np.arange(STEPS_PER_EPOCH), 0.85, 0.95
-            )
-        ),
-        rtol=1e-6,
-    )
-
-
 def test_one_cycle_on_multi_optimizer_inside_fit():
     hidden = keras.optimizers.SGD(0.01, momentum=0.9)
     out = keras.optimizers.SGD(0.04, momentum=0.9)
