@@ -55,6 +55,8 @@ JAX_RERUNS = [
         "(inside_fit or failed_fit or from_the_fit or get_current_learning_rate) and not jax",
         minimum=8,
     ),
+    # Gradual unfreezing: frozen groups do not move inside JAX's compiled step either.
+    JaxRerun("test_unfreezing.py", None, minimum=16),
     # A sweep on one shared network gives the fresh networks' runs bit for bit (JAX shuffles
     # the batches with NumPy, TensorFlow with its own seeds).
     JaxRerun("test_experiments.py", "reuse_network", minimum=10),
