@@ -19,6 +19,7 @@ import textwrap
 import keras
 import numpy as np
 import pytest
+from _interrupt import RaiseAtStep
 
 from lrtools import callbacks, schedules
 from lrtools._rates import rate_object, rate_owners
@@ -533,18 +534,6 @@ def test_all_zero_group_rates_follow_the_schedule_with_a_warning():
     expected = keras.ops.convert_to_numpy(schedule(np.arange(4)))
     for group in range(2):
         np.testing.assert_allclose([step[group] for step in recorder.rates], expected, rtol=1e-6)
-
-
-class RaiseAtStep(keras.callbacks.Callback):
-    """Raises ``error`` after the update of ``step``: an error or Ctrl-C in the middle of fit."""
-
-    def __init__(self, step, error):
-        super().__init__()
-        self.step, self.error = step, error
-
-    def on_train_batch_end(self, batch, logs=None):
-        if int(keras.ops.convert_to_numpy(self.model.optimizer.iterations)) == self.step:
-            raise self.error
 
 
 @pytest.mark.parametrize(

@@ -5,6 +5,7 @@ from __future__ import annotations
 import keras
 import numpy as np
 import pytest
+from _interrupt import RaiseAtStep
 
 from lrtools._rates import current_rate, rate_owners
 from lrtools.callbacks import GradualUnfreezing
@@ -114,16 +115,6 @@ def test_epochs_per_group_and_resume_follow_the_epoch_number():
     history = fit(model, 5, [GradualUnfreezing()], initial_epoch=4)
     assert history.history["unfrozen_groups"] == [3]
     assert all(moved([b], [a]) for b, a in zip(initial, model.get_weights(), strict=True))
-
-
-class RaiseAtStep(keras.callbacks.Callback):
-    def __init__(self, step, error):
-        super().__init__()
-        self.step, self.error = step, error
-
-    def on_train_batch_end(self, batch, logs=None):
-        if int(keras.ops.convert_to_numpy(self.model.optimizer.iterations)) == self.step:
-            raise self.error
 
 
 @pytest.mark.parametrize(
