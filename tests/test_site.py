@@ -23,6 +23,7 @@ import http.server
 import os
 import shutil
 import threading
+import time
 import urllib.parse
 import urllib.request
 from collections.abc import Iterator
@@ -403,13 +404,31 @@ return {
 """
 
 
+def settled_layout(browser, timeout: float = 5.0) -> dict:
+    """:data:`LAYOUT` once the page has stopped moving.
+
+    After a change of window size the theme slides the sidebar in or out with a CSS
+    transition; a reading taken during it sees the sidebar half-way (it once read
+    ``left -285, right 7`` on a loaded machine). So read until two readings 0.1 s
+    apart agree, for at most ``timeout`` seconds, and return the last.
+    """
+    deadline = time.monotonic() + timeout
+    layout = browser.execute_script(LAYOUT)
+    while time.monotonic() < deadline:
+        time.sleep(0.1)
+        previous, layout = layout, browser.execute_script(LAYOUT)
+        if layout == previous:
+            break
+    return layout
+
+
 def test_desktop_layout_shows_sidebar_beside_the_article(browser, site_url):
     page = NOTEBOOK_PAGES[0]
     browser.get(page_url(site_url, page))
     metrics = {"width": DESKTOP_WIDTH, "height": 1000, "deviceScaleFactor": 1, "mobile": False}
     try:
         browser.execute_cdp_cmd("Emulation.setDeviceMetricsOverride", metrics)
-        layout = browser.execute_script(LAYOUT)
+        layout = settled_layout(browser)
     finally:
         browser.execute_cdp_cmd("Emulation.clearDeviceMetricsOverride", {})
     assert layout["page_width"] <= layout["window_width"], f"{page} scrolls sideways: {layout}"
@@ -427,7 +446,7 @@ def test_a_chapter_fits_a_phone_screen(browser, site_url):
     metrics = {"width": PHONE_WIDTH, "height": 844, "deviceScaleFactor": 1, "mobile": True}
     try:
         browser.execute_cdp_cmd("Emulation.setDeviceMetricsOverride", metrics)
-        layout = browser.execute_script(LAYOUT)
+        layout = settled_layout(browser)
     finally:
         browser.execute_cdp_cmd("Emulation.clearDeviceMetricsOverride", {})
     assert layout["page_width"] <= PHONE_WIDTH, f"{page} scrolls sideways on a phone: {layout}"
