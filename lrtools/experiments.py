@@ -651,11 +651,7 @@ class _SharedNetwork:
         if self._table is None:
             self.model.optimizer.learning_rate = rate
         else:
-            steps = range(len(self._table.host))
-            values = [
-                float(ops.convert_to_numpy(rate(t))) if callable(rate) else rate for t in steps
-            ]
-            self._table.fill(0, np.asarray(values, "float32"))
+            self._table.fill(0, _tabulated(rate, len(self._table.host)))
         keras.utils.set_random_seed(self._seed)
         return self.model
 
